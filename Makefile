@@ -1,0 +1,112 @@
+# visionsuit.gpuworker developer entry points. On a fresh Debian 12 / Ubuntu machine (as root) use
+# ./dev <target>, which installs make first; afterwards `make <target>` is the same thing.
+#
+#   make test        set everything up, then run every gate (lint, sanity, pytest, molecule)
+#   make demo        set everything up, then provision a throwaway local worker and show it
+#   make demo-clean  remove the demo container and MinIO
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+ROOT := $(CURDIR)
+VENV := $(ROOT)/.venv
+BUILD := $(ROOT)/.build
+COLL_LINK := $(BUILD)/collections/ansible_collections/visionsuit/gpuworker
+SYSTEM_PACKAGES := podman runc debootstrap git make python3-venv uidmap slirp4netns fuse-overlayfs \
+	containernetworking-plugins iptables rclone curl ca-certificates
+
+export PATH := $(VENV)/bin:$(PATH)
+export CONTAINERS_CONF := $(ROOT)/rig/containers.conf
+export ANSIBLE_CONFIG := $(ROOT)/ansible.cfg
+export ANSIBLE_COLLECTIONS_PATH := $(BUILD)/collections
+export ANSIBLE_ROLES_PATH := $(ROOT)/roles
+export ANSIBLE_FORCE_COLOR := 0
+export PY_COLORS := 0
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help setup system-deps venv rig lint ruff yamllint ansible-lint sanity build-collection \
+	pytest unit integration molecule test demo demo-clean clean
+
+help:
+	@sed -n 's/^#   //p' Makefile
+
+## ---- set-up -------------------------------------------------------------------------------------
+setup: system-deps venv rig
+
+system-deps:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo ">> installing Debian packages: $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+venv: $(VENV)/.stamp $(COLL_LINK)
+
+$(VENV)/.stamp: requirements-dev.txt
+	@echo ">> creating $(VENV) from requirements-dev.txt"
+	@test -x $(VENV)/bin/python || python3 -m venv $(VENV)
+	@$(VENV)/bin/pip install -q --upgrade pip
+	@$(VENV)/bin/pip install -q -r requirements-dev.txt
+	@touch $@
+
+# The checkout, seen by Ansible as the collection visionsuit.gpuworker.
+$(COLL_LINK):
+	@mkdir -p $(dir $@) && ln -sfn $(ROOT) $@
+
+rig: venv
+	@echo ">> MinIO binary: $$(rig/build-minio.sh)"
+	@echo ">> base image:   $$(rig/build-base-image.sh)"
+
+## ---- gates --------------------------------------------------------------------------------------
+lint: ruff yamllint ansible-lint
+
+ruff: venv
+	@echo ">> ruff"; ruff check .
+
+yamllint: venv
+	@echo ">> yamllint"; yamllint -s .
+
+ansible-lint: venv
+	@echo ">> ansible-lint (production profile)"; ansible-lint -q --offline
+
+# ansible-test needs the collection under ansible_collections/<ns>/<name>: test a copy of the files git knows.
+sanity: venv
+	@echo ">> ansible-test sanity (plugins)"
+	@rm -rf $(BUILD)/sanity && mkdir -p $(BUILD)/sanity/ansible_collections/visionsuit/gpuworker
+	@git ls-files -co --exclude-standard -z | grep -zv '^\.build/' | \
+	  xargs -0 -I{} cp --parents {} $(BUILD)/sanity/ansible_collections/visionsuit/gpuworker/ 2>/dev/null || true
+	@cd $(BUILD)/sanity/ansible_collections/visionsuit/gpuworker && \
+	  ansible-test sanity --python 3.11 --color no --requirements plugins/ >$(BUILD)/sanity.log 2>&1 || \
+	  { cat $(BUILD)/sanity.log; exit 1; }
+	@grep -E '^(Running|ERROR|WARNING)' $(BUILD)/sanity.log | sed 's/^/   /' || true
+
+build-collection: venv
+	@rm -rf $(BUILD)/dist && mkdir -p $(BUILD)/dist
+	@ansible-galaxy collection build --force --output-path $(BUILD)/dist . >/dev/null
+	@ls $(BUILD)/dist/*.tar.gz
+
+pytest: rig
+	@echo ">> pytest (unit + integration)"; pytest -q -p no:cacheprovider
+
+unit: venv
+	pytest -q tests/unit
+
+integration: rig
+	pytest -q tests/integration
+
+molecule: rig
+	@echo ">> molecule"
+	@export VISIONSUIT_BASE_IMAGE=$$(rig/build-base-image.sh); molecule test --all
+
+test: setup lint sanity pytest molecule
+	@echo ">> all gates passed"
+
+## ---- demo ---------------------------------------------------------------------------------------
+demo: setup
+	@rig/demo.sh up
+
+demo-clean:
+	@rig/demo.sh down
+
+clean: demo-clean
+	rm -rf $(BUILD)
