@@ -1,6 +1,7 @@
 """Shared pytest set-up: import paths for the collection and the real MinIO server fixture."""
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import uuid
@@ -56,14 +57,12 @@ def bucket(s3):
     name = "t-" + uuid.uuid4().hex[:12]
     s3.create_bucket(Bucket=name)
     yield name
-    try:
+    with contextlib.suppress(Exception):  # the server may have been stopped by the test
         paginator = s3.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=name):
             for obj in page.get("Contents", []):
                 s3.delete_object(Bucket=name, Key=obj["Key"])
         s3.delete_bucket(Bucket=name)
-    except Exception:  # noqa: BLE001 - the server may have been stopped by the test
-        pass
 
 
 @pytest.fixture(scope="session")
