@@ -9,7 +9,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$here/containers.conf}"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 SUITE=bookworm
-PACKAGES="systemd,systemd-sysv,dbus,python3,python3-apt,python3-venv,sudo,ca-certificates,iproute2,procps,curl,git,gnupg,udev,kmod"
+# Everything the roles install on the CPU path is in the image, so scenarios need no package mirror.
+PACKAGES="systemd,systemd-sysv,dbus,python3,python3-apt,python3-venv,python3-pip,python3-yaml,sudo,ca-certificates,iproute2,procps,curl,git,gnupg,udev,kmod,pciutils"
 recipe_hash=$( (cat "$0"; echo "$SUITE $PACKAGES") | sha256sum | cut -c1-12)
 IMAGE="localhost/visionsuit-debian12-systemd:$recipe_hash"
 CACHE="${VISIONSUIT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/visionsuit-gpuworker}"
@@ -32,7 +33,7 @@ if [ ! -s "$tarball" ]; then
   done
   echo "visionsuit-node" > "$root/etc/hostname"
   : > "$root/etc/machine-id"
-  rm -rf "$root/var/cache/apt/archives/"*.deb "$root/var/lib/apt/lists/"*
+  rm -rf "$root/var/cache/apt/archives/"*.deb
   printf 'deb %s %s main\ndeb %s %s-updates main\n' "$MIRROR" "$SUITE" "$MIRROR" "$SUITE" > "$root/etc/apt/sources.list"
   tar -C "$root" --numeric-owner -cf "$tarball.tmp" .
   mv "$tarball.tmp" "$tarball"

@@ -29,7 +29,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -150,9 +150,7 @@ class MinioServer:
         self.stop()
 
     def as_dict(self) -> dict:
-        d = asdict(self)
-        d.pop("_proc", None)
-        return d
+        return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,14 +171,18 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         state.mkdir(parents=True, exist_ok=True)
         srv = MinioServer.start(data_dir=str(state), port=args.port, address=args.address)
-        fd = os.open(info, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        tmp = info.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(srv.as_dict(), f, indent=2)
+        os.replace(tmp, info)
         print(srv.endpoint)
         return 0
-    if not info.exists():
+    try:
+        d = json.loads(info.read_text())
+    except (OSError, ValueError):
+        info.unlink(missing_ok=True)
         return 0
-    d = json.loads(info.read_text())
     d.pop("owns_data_dir", None)
     MinioServer(**d, owns_data_dir=False).stop()
     info.unlink()

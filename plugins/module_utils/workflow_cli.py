@@ -1,0 +1,221 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, VisionSuit contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""``test-run-workflow``: run an API-format workflow on a ComfyUI node and print what it produced.
+
+Exit codes:
+  0  success (the asset identifiers are printed, one per line; ``--json`` prints a JSON summary)
+  1  other failure (e.g. the MinIO export after a successful run)
+  2  usage / bad input (file missing, not JSON, UI format instead of API format, bad --set)
+  3  validation error (ComfyUI rejected the workflow; node_errors printed readably)
+  4  execution error (a node failed, or the run was interrupted)
+  5  timeout
+  6  ComfyUI cannot be reached
+"""
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from .comfy_client import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    ComfyClient,
+    WorkflowExecutionError,
+    WorkflowInputError,
+    WorkflowValidationError,
+    apply_overrides,
+    base_url_from,
+    check_workflow,
+    describe_failure,
+    load_workflow,
+    output_identifier,
+    parse_set_options,
+    run_workflow,
+)
+from .errors import GpuWorkerError
+
+PROG = "test-run-workflow"
+DEFAULT_ENV_FILE = "/etc/comfyui/minio.env"
+EXIT_OTHER = 1
+
+_EPILOG = """exit codes: 0 success, 1 other failure (e.g. the MinIO export), 2 usage or bad input
+(not JSON, UI format instead of API format, bad --set), 3 validation error (ComfyUI rejected the
+workflow), 4 execution error or interrupted run, 5 timeout, 6 ComfyUI cannot be reached"""
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Queue an API-format ComfyUI workflow, wait for it and print the generated assets.",
+        epilog=_EPILOG)
+    parser.add_argument("--workflow", required=True, metavar="FILE",
+                        help="workflow in ComfyUI's API format (JSON); '-' reads stdin")
+    parser.add_argument("--host", default=DEFAULT_HOST, help="ComfyUI host (default %(default)s)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="ComfyUI port (default %(default)s)")
+    parser.add_argument("--url", help="ComfyUI base URL (overrides --host/--port), e.g. https://gpu1/comfy")
+    parser.add_argument("--timeout", type=float, default=900.0,
+                        help="seconds to wait for the run to finish (default %(default)s)")
+    parser.add_argument("--interval", type=float, default=2.0,
+                        help="seconds between /history polls when the websocket is silent or gone "
+                             "(default %(default)s)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.INPUT=VALUE",
+                        help="override an input, e.g. --set 3.seed=42 (repeatable; numbers keep their type)")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary instead of the asset list")
+    parser.add_argument("--export-dir", metavar="DIR",
+                        help="after a successful run, download the outputs from MinIO into DIR "
+                             "(as test-export-outputs does; needs %s)" % DEFAULT_ENV_FILE)
+    parser.add_argument("--env-file", default=None,
+                        help="MinIO settings (default $VISIONSUIT_MINIO_ENV or %s)" % DEFAULT_ENV_FILE)
+    parser.add_argument("--export-wait", type=float, default=120.0,
+                        help="seconds to wait for the outputs to reach MinIO (upload-outputs) before giving up "
+                             "(default %(default)s)")
+    parser.add_argument("--check", action="store_true",
+                        help="validate against the server's /object_info (node types, model names) "
+                             "without queueing anything")
+    parser.add_argument("--no-websocket", action="store_true", help="poll /history only")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print progress to stderr")
+    return parser
+
+
+def _out(text):
+    sys.stdout.write(text + "\n")
+
+
+def _err(text):
+    sys.stderr.write("%s: %s\n" % (PROG, text))
+
+
+def _read_workflow(path):
+    if path == "-":
+        return load_workflow(sys.stdin.read(), source="workflow from stdin")
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except (IOError, OSError) as err:
+        raise WorkflowInputError("cannot read workflow file %s (%s)" % (path, err.strerror or err)) from None
+    return load_workflow(data, source="workflow file %s" % path)
+
+
+def _progress_printer(workflow):
+    def show(event):
+        etype = event.get("type")
+        node = event.get("node")
+        label = "%s (%s)" % (node, (workflow.get(str(node)) or {}).get("class_type", "?")) if node else ""
+        if etype == "execution_start":
+            sys.stderr.write("started\n")
+        elif etype == "execution_cached" and event.get("nodes"):
+            sys.stderr.write("cached: %s\n" % ", ".join(event["nodes"]))
+        elif etype == "executing" and node:
+            sys.stderr.write("running node %s\n" % label)
+        elif etype == "progress":
+            sys.stderr.write("node %s: %s/%s\n" % (label, event.get("value"), event.get("max")))
+        elif etype == "executed" and node:
+            sys.stderr.write("node %s done\n" % label)
+    return show
+
+
+def _minio_settings(args):
+    """Read the MinIO settings up front (fail before queueing anything); exit code 1 on a bad minio.env."""
+    try:
+        from .minio_env import load_minio_env
+    except ImportError:
+        raise GpuWorkerError("--export-dir needs the MinIO helpers (minio_env.py), which are not installed") from None
+    try:
+        return load_minio_env(args.env_file)
+    except GpuWorkerError as err:
+        raise GpuWorkerError("--export-dir: %s" % err, exit_code=EXIT_OTHER) from None
+
+
+def export_outputs(result, args):
+    """Download the run's output files from MinIO into ``args.export_dir`` (test-export-outputs' code).
+
+    The files reach MinIO through ``upload-outputs`` (its timer), so this retries until every file of the
+    run is there or ``--export-wait`` seconds have passed. Returns the export summary.
+    """
+    from .node_cli import export_outputs as download_outputs
+
+    names = [output_identifier(o) for o in result["outputs"] if o.get("filename") and o.get("type") == "output"]
+    deadline = time.time() + max(0.0, args.export_wait)
+    while True:
+        try:
+            sync = download_outputs(args.export_dir, names=names, env_file=args.env_file)
+        except GpuWorkerError as err:
+            raise GpuWorkerError("--export-dir: %s" % err, exit_code=EXIT_OTHER) from None
+        present = set(sync.get("after") or [])
+        missing = [n for n in names if n not in present]
+        if not missing:
+            return {"dir": os.path.abspath(args.export_dir), "files": names,
+                    "downloaded": len(sync.get("transferred") or [])}
+        if time.time() >= deadline:
+            raise GpuWorkerError(
+                "--export-dir: %d output(s) not in MinIO after %gs: %s"
+                % (len(missing), args.export_wait, ", ".join(missing)), exit_code=EXIT_OTHER,
+                hint="is upload-outputs running on the node (its timer), and is MINIO_BUCKET_OUTPUTS right?")
+        time.sleep(min(max(args.interval, 0.2), 5.0))
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    summary = {}
+    try:
+        workflow = _read_workflow(args.workflow)
+        overrides = parse_set_options(args.overrides)
+        workflow = apply_overrides(workflow, overrides, coerce=True)
+        client = ComfyClient(base_url_from(args.url, args.host, args.port), timeout=min(30.0, args.timeout))
+        if args.export_dir and not args.check:
+            _minio_settings(args)
+        if args.check:
+            check_workflow(client, workflow)
+            if args.json:
+                _out(json.dumps({"status": "valid", "nodes": len(workflow)}, indent=2))
+            else:
+                _out("workflow is valid (%d nodes)" % len(workflow))
+            return 0
+        progress = _progress_printer(workflow) if args.verbose else None
+        result = run_workflow(client, workflow, timeout=args.timeout, interval=args.interval,
+                              on_progress=progress, use_websocket=not args.no_websocket)
+        summary = dict(result)
+        summary["assets"] = [output_identifier(o) for o in result["outputs"] if o.get("filename")]
+        if result["status"] != "success":
+            raise WorkflowExecutionError(result)
+        if args.export_dir:
+            summary["exported"] = export_outputs(result, args)
+        if args.json:
+            _out(json.dumps(summary, indent=2, sort_keys=True))
+        else:
+            for asset in summary["assets"]:
+                _out(asset)
+            for out in result["outputs"]:
+                if out.get("text") is not None:
+                    _out("text from node %s: %s" % (out["node_id"], out["text"]))
+        return 0
+    except WorkflowValidationError as err:
+        _err("ComfyUI rejected the workflow:" if err.lines else str(err))
+        for line in err.lines:
+            sys.stderr.write("  %s\n" % line)
+        if args.json:
+            _out(json.dumps({"status": "invalid", "problems": err.lines, "node_errors": err.node_errors,
+                             "error": err.error}, indent=2, sort_keys=True))
+        return err.exit_code
+    except WorkflowExecutionError as err:
+        _err(describe_failure(err.result))
+        if args.verbose and (err.result.get("error") or {}).get("traceback"):
+            sys.stderr.write("".join(err.result["error"]["traceback"]))
+        if args.json:
+            _out(json.dumps(summary or err.result, indent=2, sort_keys=True))
+        return err.exit_code
+    except GpuWorkerError as err:
+        _err(str(err))
+        if args.json:
+            _out(json.dumps(dict(summary, status=summary.get("status") or "failed", message=str(err)),
+                            indent=2, sort_keys=True))
+        return err.exit_code or 1
+    except KeyboardInterrupt:
+        _err("interrupted (the run continues on ComfyUI)")
+        return 130
