@@ -1,0 +1,3 @@
+"""A stand-in for ComfyUI's HTTP/websocket API, for tests (stdlib only)."""
+
+__version__ = "1.0.0"

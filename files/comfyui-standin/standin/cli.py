@@ -1,0 +1,112 @@
+"""Command line: ComfyUI's own flags (unknown ones are ignored) plus the stand-in's fault options."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+
+from . import __version__
+from .executor import Engine
+from .faults import ENV, Faults
+from .paths import Layout
+from .server import App, make_server
+from .websocket import Hub
+
+log = logging.getLogger("standin")
+
+
+def build_parser(default_base):
+    p = argparse.ArgumentParser(prog="main.py", allow_abbrev=False,
+                                description="ComfyUI API stand-in (no models are run; images are gradients).")
+    p.add_argument("--listen", nargs="?", const="0.0.0.0,::", default="127.0.0.1",  # noqa: S104 - ComfyUI's const
+                   help="address(es) to listen on, comma separated (ComfyUI semantics)")
+    p.add_argument("--port", type=int, default=8188)
+    p.add_argument("--base-directory", default=default_base)
+    p.add_argument("--output-directory")
+    p.add_argument("--input-directory")
+    p.add_argument("--temp-directory")
+    p.add_argument("--user-directory")
+    p.add_argument("--max-upload-size", type=float, default=100)
+    p.add_argument("--cache-none", action="store_true", help="never reuse results of an earlier prompt")
+    p.add_argument("--cache-classic", action="store_true")
+    p.add_argument("--cache-lru", type=int, default=0)
+    p.add_argument("--verbose", nargs="?", const="DEBUG", default="INFO")
+    p.add_argument("--log-stdout", action="store_true")
+    p.add_argument("--comfyui-version", default="0.3.64", help="version reported by /system_stats")
+    g = p.add_argument_group("stand-in faults (also COMFYUI_STANDIN_<NAME> variables, POST /standin/control)")
+    g.add_argument("--standin-fail-node", help="node id or class_type whose execution fails")
+    g.add_argument("--standin-delay", help="seconds each executed node takes")
+    g.add_argument("--standin-drop-ws-after", help="cut websocket connections after N messages of a run")
+    g.add_argument("--standin-html-responses", help="answer the next N /queue and /history requests with 502 HTML")
+    g.add_argument("--standin-crash", help="exit(1) when a run reaches this node id/class_type (true: first node)")
+    g.add_argument("--standin-gpu-name", default=os.environ.get("COMFYUI_STANDIN_GPU_NAME"),
+                   help="report a CUDA device with this name in /system_stats instead of the CPU")
+    return p
+
+
+def main(argv=None):
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    args, unknown = build_parser(here).parse_known_args(argv)
+    logging.basicConfig(stream=sys.stdout if args.log_stdout else sys.stderr,
+                        level=getattr(logging, str(args.verbose).upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if unknown:
+        log.info("ignoring ComfyUI options the stand-in does not need: %s", " ".join(unknown))
+
+    faults = Faults()
+    settings = {}
+    for name, env in ENV.items():
+        value = getattr(args, "standin_" + name)
+        if value is None:
+            value = os.environ.get(env)
+        if value is not None:
+            settings[name] = value
+    try:
+        faults.update(settings)
+    except ValueError as exc:
+        log.error("bad fault option: %s", exc)
+        return 2
+
+    layout = Layout(args.base_directory, args.output_directory, args.input_directory, args.temp_directory,
+                    args.user_directory)
+    layout.prepare()
+    args.gpu_name = args.standin_gpu_name
+    hub = Hub()
+    engine = Engine(layout, hub, faults, cache=not args.cache_none)
+    app = App(args, layout, hub, engine, faults)
+    servers = []
+    try:
+        for host in [h.strip() for h in args.listen.split(",") if h.strip()]:
+            servers.append(make_server(app, host, args.port))
+    except OSError as exc:
+        log.error("cannot listen on %s port %d: %s", args.listen, args.port, exc)
+        return 1
+    engine.start()
+    for srv in servers:
+        threading.Thread(target=srv.serve_forever, name=f"http-{srv.server_address[0]}", daemon=True).start()
+
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        log.info("signal %d: shutting down", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info("comfyui-standin %s (ComfyUI API %s), base directory %s, faults %s", __version__,
+             args.comfyui_version, layout.base_dir, faults.snapshot())
+    log.info("Starting server")
+    log.info("To see the GUI go to: http://%s:%d", servers[0].server_address[0], args.port)
+    while not stop.wait(1.0):
+        pass
+    engine.stop()
+    for srv in servers:
+        srv.shutdown()
+        srv.server_close()
+    hub.close_all()
+    hub.stop()
+    log.info("stopped")
+    return 0

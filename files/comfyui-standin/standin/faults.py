@@ -1,0 +1,83 @@
+"""Fault injection: settable from the command line, the environment and POST /standin/control."""
+from __future__ import annotations
+
+import threading
+
+FIELDS = ("fail_node", "delay", "drop_ws_after", "html_responses", "crash")
+ENV = {name: "COMFYUI_STANDIN_" + name.upper() for name in FIELDS}
+
+
+def _target(value):
+    """A node id / class_type, True (any node: true/"any"/"*") or None (off: null/false/""/"off")."""
+    if value is None or value is False or value == "":
+        return None
+    if value is True:
+        return True
+    text = str(value)
+    if text.lower() in ("true", "yes", "any", "*"):
+        return True
+    if text.lower() in ("false", "no", "off", "none"):
+        return None
+    return text
+
+
+def _number(value, kind, name):
+    if value is None or value == "":
+        return None
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if number < 0:
+        raise ValueError(f"{name} must not be negative")
+    return number
+
+
+class Faults:
+    """Current fault settings; every read and update holds the lock."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.fail_node = None       # node id / class_type (True: any node) whose execution raises an error
+        self.delay = 0.0            # seconds each executed node takes (KSampler: spread over its steps)
+        self.drop_ws_after = None   # cut websocket connections after N messages of each prompt run
+        self.html_responses = 0     # the next N /queue and /history responses are 502 text/html
+        self.crash = None           # node id / class_type (True: any node): the process exits(1) there
+
+    def update(self, values: dict):
+        """Apply a partial update; ``{"reset": true}`` clears everything first. Raises ValueError."""
+        unknown = set(values) - set(FIELDS) - {"reset"}
+        if unknown:
+            raise ValueError("unknown fault option(s): {}".format(", ".join(sorted(unknown))))
+        parsed = {}
+        if "fail_node" in values:
+            parsed["fail_node"] = _target(values["fail_node"])
+        if "crash" in values:
+            parsed["crash"] = _target(values["crash"])
+        if "delay" in values:
+            parsed["delay"] = _number(values["delay"], float, "delay") or 0.0
+        if "drop_ws_after" in values:
+            parsed["drop_ws_after"] = _number(values["drop_ws_after"], int, "drop_ws_after")
+        if "html_responses" in values:
+            parsed["html_responses"] = _number(values["html_responses"], int, "html_responses") or 0
+        with self.lock:
+            if values.get("reset"):
+                self.fail_node, self.delay, self.drop_ws_after, self.html_responses, self.crash = (
+                    None, 0.0, None, 0, None)
+            for key, value in parsed.items():
+                setattr(self, key, value)
+
+    def snapshot(self) -> dict:
+        with self.lock:
+            return {name: getattr(self, name) for name in FIELDS}
+
+    def take_html_response(self) -> bool:
+        with self.lock:
+            if self.html_responses > 0:
+                self.html_responses -= 1
+                return True
+            return False
+
+    @staticmethod
+    def matches(target, node_id, class_type) -> bool:
+        return target is True or (target is not None and target in (node_id, class_type))

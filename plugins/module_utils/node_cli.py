@@ -1,0 +1,476 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, VisionSuit contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The MinIO node commands, one :func:`main` dispatching on the program name.
+
+=========================== ================================================================================
+``sync-checkpoints``        bucket ``MINIO_BUCKET_CHECKPOINTS``/``MINIO_CHECKPOINTS_PREFIX`` ->
+                            ``/opt/comfyui/models/checkpoints`` (``--dest``)
+``sync-loras``              bucket ``MINIO_BUCKET_LORAS``/``MINIO_LORAS_PREFIX`` -> ``/opt/comfyui/models/loras``
+``upload-outputs``          ``/opt/comfyui/output`` (``--source``) -> ``MINIO_BUCKET_OUTPUTS``/``MINIO_OUTPUTS_PREFIX``
+``generate-model-manifest`` JSON manifest of the checkpoints (``--kind loras`` for the LoRAs) to stdout or
+                            ``--output FILE`` (written atomically)
+``test-create-buckets``     creates the checkpoints, LoRAs and outputs buckets when missing
+``test-upload-models``      ``--models DIR --loras DIR``: uploads models, recording the original file name
+``test-export-outputs DIR`` downloads the outputs bucket into DIR
+=========================== ================================================================================
+
+The connection comes from ``/etc/comfyui/minio.env`` (``$VISIONSUIT_MINIO_ENV``, ``--env-file``), overridden by
+exported ``MINIO_*`` variables; credentials are never accepted on the command line nor printed.
+Output: a progress bar and a summary on a terminal, nothing on success otherwise (``-v`` forces the summary);
+``--json`` prints the result object; ``--dry-run`` prints the plan and changes nothing.
+
+Exit codes: 0 success, 1 failure (S3 error, server unreachable, local I/O), 2 usage, 3 configuration
+(minio.env, endpoint), 4 integrity check failed, 130 interrupted.
+"""
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import argparse
+import glob
+import json
+import os
+import sys
+import tempfile
+import time
+
+from .errors import GpuWorkerError
+from .minio_env import ENV_FILE_VARIABLE, load_minio_env
+from .s3sync import (
+    DEFAULT_MULTIPART_THRESHOLD,
+    DEFAULT_PART_SIZE,
+    DEFAULT_WORKERS,
+    download,
+    object_manifest,
+    upload,
+)
+
+COMFY_ROOT = "/opt/comfyui"
+DEFAULT_DIRS = {
+    "checkpoints": COMFY_ROOT + "/models/checkpoints",
+    "loras": COMFY_ROOT + "/models/loras",
+    "outputs": COMFY_ROOT + "/output",
+}
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+_EPILOG = ("connection: /etc/comfyui/minio.env (or $%s), overridden by exported MINIO_* variables. "
+           "exit codes: 0 success, 1 failure, 2 usage, 3 configuration (minio.env), 4 integrity check failed, "
+           "130 interrupted" % ENV_FILE_VARIABLE)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def parse_size(text):
+    """``1048576``, ``64M``, ``64MiB``, ``1G`` -> bytes."""
+    value = str(text).strip().upper().replace("IB", "").rstrip("B")
+    mult = 1
+    for suffix, m in (("K", 1024), ("M", 1024 ** 2), ("G", 1024 ** 3), ("T", 1024 ** 4)):
+        if value.endswith(suffix):
+            value, mult = value[:-1], m
+            break
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a size: %r (use e.g. 16M)" % text)
+    if number <= 0:
+        raise argparse.ArgumentTypeError("size must be positive: %r" % text)
+    return int(number * mult)
+
+
+def human(n):
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return "%d B" % n if unit == "B" else "%.1f %s" % (n, unit)
+        n /= 1024
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr, redrawn at most 10 times a second."""
+
+    def __init__(self, label, stream=None):
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.last = 0.0
+        self.drawn = False
+
+    def __call__(self, done, total, key):
+        now = time.monotonic()
+        if now - self.last < 0.1 and done < total:
+            return
+        self.last = now
+        width = 30
+        frac = min(1.0, done / total) if total else 1.0
+        filled = "#" * int(frac * width)
+        name = key if len(key) <= 40 else "..." + key[-37:]
+        self.stream.write("\r%s [%-*s] %3d%% %s/%s %s\x1b[K" % (
+            self.label, width, filled, int(frac * 100), human(done), human(total), name))
+        self.stream.flush()
+        self.drawn = True
+
+    def close(self):
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _out(text):
+    """One line on stdout (a function so that library code does not call print)."""
+    sys.stdout.write("%s\n" % text)
+
+
+def _is_tty(stream):
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _add_common(parser, transfer=True, sync=True):
+    parser.add_argument("--env-file", metavar="FILE",
+                        help="MinIO settings file (default $%s or /etc/comfyui/minio.env)" % ENV_FILE_VARIABLE)
+    parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print the summary even when not on a TTY")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    parser.add_argument("--retries", type=int, default=5, metavar="N",
+                        help="retries of a failed request (default %(default)s, exponential backoff)")
+    if not transfer:
+        return
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, metavar="N",
+                        help="parallel transfers (default %(default)s)")
+    parser.add_argument("--multipart-threshold", type=parse_size, default=DEFAULT_MULTIPART_THRESHOLD,
+                        metavar="SIZE", help="objects above this use ranged/multipart transfers (default 64M)")
+    parser.add_argument("--part-size", type=parse_size, default=DEFAULT_PART_SIZE, metavar="SIZE",
+                        help="range/part size (default 16M; uploads use at least 5M)")
+    if not sync:
+        return
+    parser.add_argument("--bucket", help="bucket (default from minio.env)")
+    parser.add_argument("--prefix", help="folder inside the bucket (default from minio.env)")
+    parser.add_argument("--dry-run", action="store_true", help="print what would be transferred, change nothing")
+    parser.add_argument("--delete", action="store_true",
+                        help="also delete files that are gone from the source side (downloads: only files "
+                             "this sync manages)")
+    parser.add_argument("--include", action="append", default=[], metavar="GLOB",
+                        help="only files whose path or name matches (repeatable)")
+    parser.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                        help="skip files whose path or name matches (repeatable)")
+
+
+def _settings(args):
+    return load_minio_env(args.env_file or None)
+
+
+def _client(settings, args):
+    return settings.client(retries=max(0, args.retries))
+
+
+def _transfer_opts(args):
+    return {"workers": args.workers, "multipart_threshold": args.multipart_threshold, "part_size": args.part_size}
+
+
+def _progress(args, label):
+    if args.quiet or args.json or not _is_tty(sys.stderr):
+        return None
+    return ProgressBar(label)
+
+
+def _summary_wanted(args):
+    return not args.quiet and not args.json and (args.verbose or _is_tty(sys.stdout))
+
+
+def _print_plan(result):
+    for item in result["plan"]:
+        if item["action"] == "delete":
+            target = item["path"] or item["key"]
+            _out("would delete %s" % target)
+        elif item["action"] == "download":
+            _out("would download %s -> %s (%s)" % (item["key"], item["path"], human(item["size"])))
+        else:
+            _out("would upload %s -> %s (%s)" % (item["path"], item["key"], human(item["size"])))
+    if not result["plan"]:
+        _out("nothing to do (%d file(s) up to date)" % result["skipped"])
+
+
+def _summary_line(prog, result):
+    verb = "downloaded" if result["direction"] == "download" else "uploaded"
+    text = "%s: %d file(s) %s (%s), %d up to date, %d deleted in %.1f s" % (
+        prog, result["files"], verb, human(result["bytes"]), result["skipped"], result["deleted"], result["seconds"])
+    if result.get("resumed"):
+        text += ", %d resumed" % len(result["resumed"])
+    return text
+
+
+def _report(prog, args, result):
+    if args.json:
+        _out(json.dumps(result, indent=2, sort_keys=True))
+    elif result.get("dry_run"):
+        _print_plan(result)
+    elif _summary_wanted(args):
+        _out(_summary_line(prog, result))
+
+
+def _run_transfer(prog, args, direction, bucket, prefix, path, label, **extra):
+    settings = _settings(args)
+    client = _client(settings, args)
+    progress_bar = _progress(args, label)
+    opts = dict(_transfer_opts(args), include=args.include or None, exclude=args.exclude or None,
+                delete=args.delete, dry_run=args.dry_run, progress=progress_bar, **extra)
+    try:
+        func = download if direction == "download" else upload
+        result = func(client, bucket or "", prefix, path, **opts)
+    finally:
+        if progress_bar is not None:
+            progress_bar.close()
+        client.close()
+    return result
+
+
+# ---------------------------------------------------------------------------------------------- commands
+def _sync_kind(kind):
+    def command(prog, args):
+        settings = _settings(args)
+        bucket = args.bucket or settings.bucket(kind)
+        prefix = settings.prefix(kind) if args.prefix is None else args.prefix
+        result = _run_transfer(prog, args, "download", bucket, prefix, args.dest or DEFAULT_DIRS[kind], kind,
+                               owner=args.owner, group=args.group)
+        _report(prog, args, result)
+        return EXIT_OK
+    return command
+
+
+def cmd_upload_outputs(prog, args):
+    settings = _settings(args)
+    bucket = args.bucket or settings.bucket("outputs")
+    prefix = settings.prefix("outputs") if args.prefix is None else args.prefix
+    result = _run_transfer(prog, args, "upload", bucket, prefix, args.source or DEFAULT_DIRS["outputs"], "outputs",
+                           original_filename=True)
+    _report(prog, args, result)
+    return EXIT_OK
+
+
+def cmd_manifest(prog, args):
+    settings = _settings(args)
+    bucket = args.bucket or settings.bucket(args.kind)
+    prefix = settings.prefix(args.kind) if args.prefix is None else args.prefix
+    client = _client(settings, args)
+    try:
+        models = object_manifest(client, bucket, prefix, include=args.include or None,
+                                 exclude=args.exclude or None, workers=args.workers)
+    finally:
+        client.close()
+    doc = {"kind": args.kind, "bucket": bucket, "prefix": prefix, "endpoint": settings.endpoint,
+           "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "count": len(models),
+           "models": models}
+    text = json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    if args.output:
+        write_atomic(args.output, text)
+        if _summary_wanted(args):
+            _out("%s: %d model(s) written to %s" % (prog, len(models), args.output))
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def write_atomic(path, text):
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    except OSError as err:
+        raise GpuWorkerError("cannot write %s: %s" % (path, err.strerror or err), field="--output")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def cmd_create_buckets(prog, args):
+    settings = _settings(args)
+    client = _client(settings, args)
+    created, existing = [], []
+    try:
+        for kind in ("checkpoints", "loras", "outputs"):
+            name = settings.bucket(kind)
+            if name in created or name in existing:
+                continue
+            if client.bucket_exists(name):
+                existing.append(name)
+            else:
+                client.create_bucket(name)
+                created.append(name)
+    finally:
+        client.close()
+    result = {"created": created, "existing": existing, "changed": bool(created)}
+    if args.json:
+        _out(json.dumps(result, indent=2, sort_keys=True))
+    elif _summary_wanted(args):
+        for name in created:
+            _out("created bucket %s" % name)
+        for name in existing:
+            _out("bucket %s already exists" % name)
+    return EXIT_OK
+
+
+def cmd_upload_models(prog, args):
+    if not args.models and not args.loras:
+        raise GpuWorkerError("give --models DIR and/or --loras DIR", exit_code=EXIT_USAGE)
+    settings = _settings(args)
+    out = {}
+    for kind, folder in (("checkpoints", args.models), ("loras", args.loras)):
+        if not folder:
+            continue
+        if not os.path.isdir(folder):
+            flag = "--models" if kind == "checkpoints" else "--loras"
+            raise GpuWorkerError("%s is not a folder" % folder, field=flag, exit_code=EXIT_USAGE)
+        client = _client(settings, args)
+        progress_bar = _progress(args, kind)
+        try:
+            out[kind] = upload(client, settings.bucket(kind), settings.prefix(kind), folder, original_filename=True,
+                               progress=progress_bar, dry_run=args.dry_run, **_transfer_opts(args))
+        finally:
+            if progress_bar is not None:
+                progress_bar.close()
+            client.close()
+    if args.json:
+        _out(json.dumps(out, indent=2, sort_keys=True))
+    else:
+        for result in out.values():
+            if result["dry_run"]:
+                _print_plan(result)
+            elif _summary_wanted(args):
+                _out(_summary_line(prog, result))
+    return EXIT_OK
+
+
+def export_outputs(dest, names=None, env_file=None, workers=DEFAULT_WORKERS, progress=None):
+    """Download the outputs bucket/prefix (only ``names``, paths relative to the prefix, when given) into
+    ``dest``; shared with ``test-run-workflow --export-dir``. Returns the sync result dict."""
+    settings = load_minio_env(env_file or None)
+    client = settings.client()
+    include = [glob.escape(n) for n in names] if names is not None else None
+    if names is not None and not include:
+        include = ["\x00"]  # nothing to export
+    try:
+        return download(client, settings.bucket("outputs"), settings.prefix("outputs"), dest, include=include,
+                        workers=workers, progress=progress)
+    finally:
+        client.close()
+
+
+def cmd_export_outputs(prog, args):
+    settings = _settings(args)
+    bucket = args.bucket or settings.bucket("outputs")
+    prefix = settings.prefix("outputs") if args.prefix is None else args.prefix
+    result = _run_transfer(prog, args, "download", bucket, prefix, args.dir, "outputs")
+    _report(prog, args, result)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------- parsers
+def _parser(prog, description):
+    return argparse.ArgumentParser(prog=prog, description=description, epilog=_EPILOG)
+
+
+def build_parser(prog):
+    if prog in ("sync-checkpoints", "sync-loras"):
+        kind = "checkpoints" if prog == "sync-checkpoints" else "loras"
+        p = _parser(prog, "Download the %s from MinIO (bucket MINIO_BUCKET_%s, folder MINIO_%s_PREFIX) into %s; "
+                          "unchanged files are skipped from one listing, downloads are verified and resumable."
+                    % (kind, kind.upper(), kind.upper(), DEFAULT_DIRS[kind]))
+        _add_common(p)
+        p.add_argument("--dest", metavar="DIR", help="target folder (default %s)" % DEFAULT_DIRS[kind])
+        p.add_argument("--owner", help="user owning the downloaded files (default: the running user)")
+        p.add_argument("--group", help="group owning the downloaded files")
+        return p
+    if prog == "upload-outputs":
+        p = _parser(prog, "Upload the ComfyUI renders (%s) to MinIO (bucket MINIO_BUCKET_OUTPUTS, folder "
+                          "MINIO_OUTPUTS_PREFIX); unchanged files are skipped." % DEFAULT_DIRS["outputs"])
+        _add_common(p)
+        p.add_argument("--source", metavar="DIR", help="folder to upload (default %s)" % DEFAULT_DIRS["outputs"])
+        return p
+    if prog == "generate-model-manifest":
+        p = _parser(prog, "Write a JSON manifest (name, key, size, etag, last_modified, original_filename) of the "
+                          "models in MinIO.")
+        _add_common(p, transfer=False)
+        p.add_argument("--kind", choices=("checkpoints", "loras"), default="checkpoints",
+                       help="which models (default %(default)s)")
+        p.add_argument("--bucket", help="bucket (default MINIO_BUCKET_<KIND>)")
+        p.add_argument("--prefix", help="folder in the bucket (default MINIO_<KIND>_PREFIX)")
+        p.add_argument("--include", action="append", default=[], metavar="GLOB")
+        p.add_argument("--exclude", action="append", default=[], metavar="GLOB")
+        p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, metavar="N", help="parallel HEAD requests")
+        p.add_argument("-o", "--output", metavar="FILE", help="write to FILE (atomically) instead of stdout")
+        return p
+    if prog == "test-create-buckets":
+        p = _parser(prog, "Create the checkpoints, LoRAs and outputs buckets named in minio.env when missing.")
+        _add_common(p, transfer=False)
+        return p
+    if prog == "test-upload-models":
+        p = _parser(prog, "Upload model files to the checkpoints/LoRAs buckets, recording each original file name "
+                          "in x-amz-meta-original-filename.")
+        _add_common(p, sync=False)
+        p.add_argument("--models", metavar="DIR", help="checkpoints to upload")
+        p.add_argument("--loras", metavar="DIR", help="LoRAs to upload")
+        p.add_argument("--dry-run", action="store_true", help="print what would be uploaded")
+        return p
+    if prog == "test-export-outputs":
+        p = _parser(prog, "Download the outputs bucket (MINIO_BUCKET_OUTPUTS, folder MINIO_OUTPUTS_PREFIX) into DIR.")
+        _add_common(p)
+        p.add_argument("dir", metavar="DIR", help="folder to download into")
+        return p
+    raise KeyError(prog)
+
+
+COMMANDS = {
+    "sync-checkpoints": _sync_kind("checkpoints"),
+    "sync-loras": _sync_kind("loras"),
+    "upload-outputs": cmd_upload_outputs,
+    "generate-model-manifest": cmd_manifest,
+    "test-create-buckets": cmd_create_buckets,
+    "test-upload-models": cmd_upload_models,
+    "test-export-outputs": cmd_export_outputs,
+}
+
+
+def main(argv=None, prog=None):
+    """Entry point of every node command; ``prog`` (default: ``argv[0]``'s name) picks the command. When the
+    program is not a command name (``python -m ...node_cli``), the first argument is the command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    prog = os.path.basename(prog or (sys.argv[0] if sys.argv else "") or "")
+    if prog.endswith(".py"):
+        prog = prog[:-3]
+    if prog not in COMMANDS:
+        if argv and argv[0] in COMMANDS:
+            prog = argv.pop(0)
+        else:
+            sys.stderr.write("usage: node_cli COMMAND [options]; commands: %s\n" % ", ".join(sorted(COMMANDS)))
+            return EXIT_USAGE
+    parser = build_parser(prog)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as err:
+        return err.code if isinstance(err.code, int) else EXIT_USAGE
+    try:
+        return COMMANDS[prog](prog, args)
+    except GpuWorkerError as err:
+        sys.stderr.write("%s: error: %s\n" % (prog, err))
+        return err.exit_code or EXIT_FAIL
+    except KeyboardInterrupt:
+        sys.stderr.write("%s: interrupted (a partial download is resumed by the next run)\n" % prog)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_FAIL
+    except OSError as err:
+        sys.stderr.write("%s: error: %s\n" % (prog, err))
+        return EXIT_FAIL
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

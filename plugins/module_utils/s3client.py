@@ -1,0 +1,687 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, VisionSuit contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A minimal S3 client for MinIO on ``http.client`` (stdlib only).
+
+* AWS Signature Version 4 in the ``Authorization`` header, payload ``UNSIGNED-PAYLOAD`` (default; bodies carry
+  ``Content-MD5`` instead) or the SHA-256 of the payload (``payload_signing="sha256"``);
+* path-style addressing (``http://host:9000/bucket/key``), http and https (custom CA bundle, optional
+  ``validate_certs=False``), one kept-alive connection per thread;
+* retries with exponential backoff and full jitter on transient failures (connection errors, 5xx, 429,
+  ``SlowDown``); permanent failures (bad credentials, missing bucket, ...) raise
+  :class:`~.errors.GpuWorkerError` at once with a message naming the endpoint/bucket and how to fix it.
+  The secret key never appears in a message.
+
+Every HTTP attempt is counted in :attr:`S3Client.stats` (``{"ListObjectsV2": 1, "GetObject": 3}``) so that callers
+and tests can prove which requests a sync issued.
+"""
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import base64
+import collections
+import hashlib
+import hmac
+import http.client
+import os
+import random
+import socket
+import ssl
+import threading
+import time
+import xml.etree.ElementTree as ET  # noqa: S405 - parses replies of the configured S3 server only
+from email.header import decode_header
+from urllib.parse import quote, unquote_plus, urlsplit
+
+from .errors import GpuWorkerError, TransientError
+
+DEFAULT_REGION = "us-east-1"
+UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+CHUNK = 1024 * 1024
+USER_AGENT = "visionsuit-gpuworker-s3/1"
+CHECKSUM_ALGORITHMS = ("sha256", "sha1", "crc32", "crc32c", "crc64nvme")
+
+# Error codes that retrying cannot fix, with the hint shown to the operator.
+_PERMANENT_HINTS = {
+    "SignatureDoesNotMatch": "the secret key is wrong: check MINIO_SECRET_KEY / secret_key",
+    "InvalidAccessKeyId": "the access key is unknown to the server: check MINIO_ACCESS_KEY / access_key",
+    "AccessDenied": "the access key lacks permission: attach a policy allowing this bucket to the MinIO user",
+    "NoSuchBucket": "create it (test-create-buckets or visionsuit.gpuworker.minio_bucket) or fix the bucket name",
+    "RequestTimeTooSkewed": "the clocks differ by more than 15 minutes: enable time sync (chrony/systemd-timesyncd)",
+    "InvalidBucketName": "use 3-63 lowercase letters, digits, dots or hyphens",
+    "BucketNotEmpty": "empty it first (force: true)",
+    "AuthorizationHeaderMalformed": "check MINIO_REGION / region",
+}
+
+
+def _strip_ns(tag):
+    return tag.rsplit("}", 1)[-1]
+
+
+def _xml_find(elem, name):
+    for child in elem:
+        if _strip_ns(child.tag) == name:
+            return child
+    return None
+
+
+def _xml_text(elem, name, default=None):
+    child = _xml_find(elem, name)
+    if child is None or child.text is None:
+        return default
+    return child.text
+
+
+def _parse_xml(body):
+    try:
+        return ET.fromstring(body)  # noqa: S314 - reply of the configured server
+    except ET.ParseError:
+        return None
+
+
+def _xml_escape(text):
+    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace('"', "&quot;").replace("'", "&apos;"))
+
+
+def uri_encode(text, safe=""):
+    """RFC 3986 encoding as SigV4 wants it (unreserved characters kept, UTF-8 bytes as %XX)."""
+    return quote(text.encode("utf-8"), safe=safe + "~")
+
+
+def canonical_query(params):
+    """Canonical query string from a dict or a list of (name, value)."""
+    items = params.items() if isinstance(params, dict) else params
+    pairs = sorted((uri_encode(str(k)), uri_encode("" if v is None else str(v))) for k, v in items)
+    return "&".join("%s=%s" % kv for kv in pairs)
+
+
+def _hmac(key, msg):
+    return hmac.new(key, msg.encode("utf-8"), hashlib.sha256).digest()
+
+
+def signing_key(secret_key, date, region, service="s3"):
+    k = _hmac(("AWS4" + secret_key).encode("utf-8"), date)
+    k = _hmac(k, region)
+    k = _hmac(k, service)
+    return _hmac(k, "aws4_request")
+
+
+def sign_v4(method, canonical_uri, query, headers, payload_hash, access_key, secret_key, region,
+            amz_date, service="s3"):
+    """Return the ``Authorization`` header value for a request.
+
+    :param canonical_uri: the already URI-encoded path (``/bucket/key%20name``).
+    :param query: dict or list of (name, value), unencoded.
+    :param headers: dict of the headers to sign (all of them are signed; ``host`` must be present).
+    :param amz_date: ``YYYYMMDDTHHMMSSZ`` (the same value as the ``x-amz-date`` header).
+    """
+    lower = {}
+    for name, value in headers.items():
+        lower[name.strip().lower()] = " ".join(str(value).strip().split())
+    signed = sorted(lower)
+    canonical_headers = "".join("%s:%s\n" % (n, lower[n]) for n in signed)
+    signed_headers = ";".join(signed)
+    canonical_request = "\n".join([method, canonical_uri, canonical_query(query), canonical_headers,
+                                   signed_headers, payload_hash])
+    date = amz_date[:8]
+    scope = "%s/%s/%s/aws4_request" % (date, region, service)
+    string_to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope,
+                                hashlib.sha256(canonical_request.encode("utf-8")).hexdigest()])
+    signature = hmac.new(signing_key(secret_key, date, region, service), string_to_sign.encode("utf-8"),
+                         hashlib.sha256).hexdigest()
+    return "AWS4-HMAC-SHA256 Credential=%s/%s, SignedHeaders=%s, Signature=%s" % (
+        access_key, scope, signed_headers, signature)
+
+
+def encode_metadata_value(value):
+    """Header-safe form of a user metadata value (RFC 2047 for anything beyond printable ASCII)."""
+    value = str(value)
+    if all(32 <= ord(c) < 127 for c in value) and not value.startswith("=?"):
+        return value
+    return "=?UTF-8?B?%s?=" % base64.b64encode(value.encode("utf-8")).decode("ascii")
+
+
+def decode_metadata_value(value):
+    if value is None or not value.startswith("=?"):
+        return value
+    try:
+        parts = decode_header(value)
+    except Exception:  # noqa: BLE001 - keep the raw value when it is not valid RFC 2047
+        return value
+    out = []
+    for text, charset in parts:
+        out.append(text.decode(charset or "utf-8", "replace") if isinstance(text, bytes) else text)
+    return "".join(out)
+
+
+class FileSlice:
+    """A request body read from ``path`` (``length`` bytes from ``offset``), re-readable for retries."""
+
+    def __init__(self, path, offset=0, length=None):
+        self.path = path
+        self.offset = offset
+        self.length = os.path.getsize(path) - offset if length is None else length
+
+    def chunks(self, size=CHUNK):
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            left = self.length
+            while left > 0:
+                data = f.read(min(size, left))
+                if not data:
+                    raise GpuWorkerError("%s shrank while it was being uploaded" % self.path)
+                left -= len(data)
+                yield data
+
+    def sha256(self):
+        h = hashlib.sha256()
+        for data in self.chunks():
+            h.update(data)
+        return h.hexdigest()
+
+
+class Response:
+    """Status, lower-cased headers and (for non-streamed requests) the body of a reply."""
+
+    def __init__(self, status, headers, body=b""):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def header(self, name, default=None):
+        return self.headers.get(name.lower(), default)
+
+    @property
+    def etag(self):
+        return (self.header("etag") or "").strip('"')
+
+    def metadata(self):
+        return {k[len("x-amz-meta-"):]: decode_metadata_value(v)
+                for k, v in self.headers.items() if k.startswith("x-amz-meta-")}
+
+
+class Cancelled(GpuWorkerError):
+    """The transfer was stopped on request (another transfer failed, or the user interrupted)."""
+
+
+class S3Client:
+    """S3 operations against one endpoint.
+
+    :param endpoint: ``http(s)://host[:port]`` (no path).
+    :param retries: attempts after the first one for transient failures.
+    :param backoff: base delay in seconds (doubled each attempt, capped by ``max_backoff``, full jitter).
+    :param payload_signing: ``"unsigned"`` (default) or ``"sha256"``.
+    """
+
+    def __init__(self, endpoint, access_key, secret_key, region=None, ca_bundle=None, validate_certs=True,
+                 timeout=60.0, retries=5, backoff=0.5, max_backoff=20.0, payload_signing="unsigned"):
+        parts = urlsplit(endpoint)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise GpuWorkerError("invalid S3 endpoint %r" % endpoint, field="endpoint",
+                                 hint="use http://HOST:PORT or https://HOST:PORT")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise GpuWorkerError("S3 endpoint %r must not contain a path or query" % endpoint, field="endpoint",
+                                 hint="use http://HOST:PORT or https://HOST:PORT")
+        try:
+            port = parts.port
+        except ValueError:
+            raise GpuWorkerError("invalid port in S3 endpoint %r" % endpoint, field="endpoint",
+                                 hint="use http://HOST:PORT or https://HOST:PORT")
+        if not access_key or not secret_key:
+            raise GpuWorkerError("access key and secret key are required", field="access_key",
+                                 hint="set MINIO_ACCESS_KEY and MINIO_SECRET_KEY")
+        if payload_signing not in ("unsigned", "sha256"):
+            raise GpuWorkerError("payload_signing must be 'unsigned' or 'sha256'", field="payload_signing")
+        self.secure = parts.scheme == "https"
+        self.host = parts.hostname
+        self.port = port or (443 if self.secure else 80)
+        default_port = 443 if self.secure else 80
+        host_text = "[%s]" % self.host if ":" in self.host else self.host
+        self.host_header = host_text if self.port == default_port else "%s:%d" % (host_text, self.port)
+        self.endpoint = "%s://%s" % (parts.scheme, self.host_header)
+        self.access_key = access_key
+        self._secret_key = secret_key
+        self.region = region or DEFAULT_REGION
+        self.ca_bundle = ca_bundle
+        self.validate_certs = validate_certs
+        self.timeout = timeout
+        self.retries = max(0, int(retries))
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.payload_signing = payload_signing
+        self.stats = collections.Counter()
+        self._stats_lock = threading.Lock()
+        self._local = threading.local()
+        self._ssl_context = None
+        if self.secure:
+            if ca_bundle and not os.path.isfile(ca_bundle):
+                raise GpuWorkerError("CA bundle %s does not exist" % ca_bundle, field="ca_bundle",
+                                     hint="set MINIO_CA_BUNDLE / ca_bundle to the PEM file of the MinIO CA")
+            ctx = ssl.create_default_context(cafile=ca_bundle or None)
+            if not validate_certs:
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            self._ssl_context = ctx
+
+    def __repr__(self):
+        return "S3Client(endpoint=%r, access_key=%r, region=%r)" % (self.endpoint, self.access_key, self.region)
+
+    # ------------------------------------------------------------------ plumbing
+    def _count(self, op):
+        with self._stats_lock:
+            self.stats[op] += 1
+
+    def _connection(self, fresh=False):
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and not fresh:
+            return conn, True
+        if conn is not None:
+            conn.close()
+        if self.secure:
+            conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout,
+                                               context=self._ssl_context)
+        else:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        self._local.conn = conn
+        return conn, False
+
+    def _drop_connection(self):
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+        self._local.conn = None
+
+    def close(self):
+        self._drop_connection()
+
+    @staticmethod
+    def object_path(bucket, key=None):
+        path = "/" + uri_encode(bucket)
+        if key is not None:
+            path += "/" + uri_encode(key, safe="/")
+        return path
+
+    def _what(self, bucket, key=None):
+        if key is None:
+            return "bucket '%s' on %s" % (bucket, self.endpoint) if bucket else self.endpoint
+        return "'%s' in bucket '%s' on %s" % (key, bucket, self.endpoint)
+
+    def _sleep(self, attempt):
+        delay = min(self.max_backoff, self.backoff * (2 ** attempt))
+        time.sleep(random.uniform(0, delay))  # noqa: S311 - jitter, not crypto
+
+    def _send(self, conn, method, url, headers, body):
+        conn.putrequest(method, url, skip_host=True, skip_accept_encoding=True)
+        for name, value in headers.items():
+            conn.putheader(name, value)
+        conn.endheaders()
+        if isinstance(body, FileSlice):
+            for data in body.chunks():
+                conn.send(data)
+        elif body:
+            conn.send(body)
+        return conn.getresponse()
+
+    def request(self, op, method, bucket=None, key=None, query=None, headers=None, body=None,
+                consume=None, ok=(200,), retry_consume=None):
+        """Send one S3 request with retries and return a :class:`Response`.
+
+        :param consume: ``consume(resp)`` reads the body of a successful reply itself (streaming); otherwise the
+            whole (small) body is read into ``Response.body``.
+        :param ok: the statuses that count as success.
+        :param retry_consume: called before re-sending after ``consume`` failed mid-body; returns the new
+            extra headers (e.g. an updated ``Range``), or raises to give up.
+        """
+        query = query or {}
+        path = self.object_path(bucket, key) if bucket else "/"
+        qs = canonical_query(query)
+        url = path + ("?" + qs if qs else "")
+        extra = dict(headers or {})
+        if body is None:
+            payload_hash = EMPTY_SHA256
+            length = 0
+        elif isinstance(body, FileSlice):
+            payload_hash = body.sha256() if self.payload_signing == "sha256" else UNSIGNED_PAYLOAD
+            length = body.length
+        else:
+            payload_hash = hashlib.sha256(body).hexdigest()
+            length = len(body)
+        attempt = 0
+        stale_retry_done = False
+        while True:
+            amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            hdrs = {"host": self.host_header, "x-amz-date": amz_date, "x-amz-content-sha256": payload_hash}
+            for name, value in extra.items():
+                hdrs[name.lower()] = value
+            if method in ("PUT", "POST") or length:
+                hdrs["content-length"] = str(length)
+            hdrs["authorization"] = sign_v4(method, path, query, hdrs, payload_hash, self.access_key,
+                                            self._secret_key, self.region, amz_date)
+            hdrs["user-agent"] = USER_AGENT
+            self._count(op)
+            reused = False
+            try:
+                conn, reused = self._connection()
+                resp = self._send(conn, method, url, hdrs, body)
+                status = resp.status
+                resp_headers = {k.lower(): v for k, v in resp.getheaders()}
+                if status in ok and consume is not None and method != "HEAD":
+                    try:
+                        consume(Response(status, resp_headers), resp)
+                    except GpuWorkerError:
+                        self._drop_connection()
+                        raise
+                    if resp.will_close:
+                        self._drop_connection()
+                    return Response(status, resp_headers)
+                data = resp.read()
+                if resp.will_close:
+                    self._drop_connection()
+            except ssl.SSLCertVerificationError as err:
+                self._drop_connection()
+                raise GpuWorkerError("TLS certificate of %s could not be verified: %s" % (
+                    self.endpoint, getattr(err, "verify_message", None) or err), field="ca_bundle",
+                    hint="set MINIO_CA_BUNDLE / ca_bundle to the CA that signed the MinIO certificate")
+            except socket.gaierror as err:
+                self._drop_connection()
+                raise GpuWorkerError("cannot resolve the host of %s: %s" % (self.endpoint, err), field="endpoint",
+                                     hint="check MINIO_ENDPOINT / endpoint")
+            except (OSError, http.client.HTTPException) as err:
+                self._drop_connection()
+                if retry_consume is not None and consume is not None:
+                    extra.update(retry_consume() or {})
+                if reused and not stale_retry_done:
+                    # a kept-alive connection the server had closed: retry at once on a fresh one
+                    stale_retry_done = True
+                    continue
+                if attempt >= self.retries:
+                    raise TransientError(
+                        "cannot reach MinIO at %s for %s %s: %s (after %d attempts)" % (
+                            self.endpoint, op, self._what(bucket, key), _describe_error(err), attempt + 1),
+                        field="endpoint", hint="is MinIO running and reachable? check MINIO_ENDPOINT / endpoint")
+                self._sleep(attempt)
+                attempt += 1
+                continue
+            if status in ok:
+                return Response(status, resp_headers, data)
+            code, message = _error_code(status, data, resp_headers)
+            if status >= 500 or status == 429 or code in ("SlowDown", "RequestTimeout", "InternalError",
+                                                          "ServiceUnavailable", "XMinioServerNotInitialized"):
+                if attempt >= self.retries:
+                    raise TransientError("MinIO at %s kept failing %s %s: HTTP %d %s (after %d attempts)" % (
+                        self.endpoint, op, self._what(bucket, key), status, code, attempt + 1),
+                        hint="check the MinIO server's health and logs")
+                self._sleep(attempt)
+                attempt += 1
+                if retry_consume is not None and consume is not None:
+                    extra.update(retry_consume() or {})
+                continue
+            raise self._permanent(op, status, code, message, bucket, key)
+
+    def _permanent(self, op, status, code, message, bucket, key):
+        hint = _PERMANENT_HINTS.get(code)
+        if code == "NoSuchKey" or (status == 404 and key is not None and code != "NoSuchBucket"):
+            return GpuWorkerError("object %s does not exist" % self._what(bucket, key), hint=hint,
+                                  details={"status": status, "code": code or "NoSuchKey"})
+        if code == "NoSuchBucket" or (status == 404 and key is None and bucket):
+            return GpuWorkerError("bucket '%s' does not exist on %s" % (bucket, self.endpoint), field="bucket",
+                                  hint=_PERMANENT_HINTS["NoSuchBucket"],
+                                  details={"status": status, "code": "NoSuchBucket"})
+        if code in ("SignatureDoesNotMatch", "InvalidAccessKeyId"):
+            return GpuWorkerError("MinIO at %s rejected the credentials of access key '%s' (%s)" % (
+                self.endpoint, self.access_key, code), field="secret_key" if code[0] == "S" else "access_key",
+                hint=hint, details={"status": status, "code": code})
+        if status == 403:
+            code = code or "AccessDenied"
+            return GpuWorkerError("access denied by MinIO at %s for %s %s with access key '%s' (%s)" % (
+                self.endpoint, op, self._what(bucket, key), self.access_key, code),
+                hint=hint or "check the access key, the secret key and the user's bucket policy",
+                details={"status": status, "code": code})
+        if status == 412:
+            return GpuWorkerError("%s changed on the server during the transfer" % self._what(bucket, key),
+                                  hint="run the sync again", details={"status": status, "code": code})
+        text = "%s %s failed: HTTP %d %s" % (op, self._what(bucket, key), status, code or "")
+        if message:
+            text += ": " + message
+        return GpuWorkerError(text.strip(), hint=hint, details={"status": status, "code": code})
+
+    # ------------------------------------------------------------------ buckets
+    def bucket_exists(self, bucket):
+        try:
+            self.request("HeadBucket", "HEAD", bucket)
+        except GpuWorkerError as err:
+            if err.details.get("code") == "NoSuchBucket":
+                return False
+            raise
+        return True
+
+    def head_bucket(self, bucket):
+        """Raise GpuWorkerError unless the bucket exists and is accessible."""
+        self.request("HeadBucket", "HEAD", bucket)
+
+    def create_bucket(self, bucket):
+        body = None
+        if self.region != DEFAULT_REGION:
+            body = ("<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
+                    "<LocationConstraint>%s</LocationConstraint></CreateBucketConfiguration>"
+                    % _xml_escape(self.region)).encode("utf-8")
+        try:
+            self.request("CreateBucket", "PUT", bucket, body=body)
+        except GpuWorkerError as err:
+            if err.details.get("code") in ("BucketAlreadyOwnedByYou",):
+                return False
+            raise
+        return True
+
+    def delete_bucket(self, bucket):
+        self.request("DeleteBucket", "DELETE", bucket, ok=(200, 204))
+
+    # ------------------------------------------------------------------ listing
+    def list_objects(self, bucket, prefix="", max_keys=1000):
+        """Yield ``{"key", "size", "etag", "last_modified"}`` for every object under ``prefix`` (paginated)."""
+        token = None
+        while True:
+            query = {"list-type": "2", "encoding-type": "url", "max-keys": str(max_keys)}
+            if prefix:
+                query["prefix"] = prefix
+            if token:
+                query["continuation-token"] = token
+            resp = self.request("ListObjectsV2", "GET", bucket, query=query)
+            root = _parse_xml(resp.body)
+            if root is None:
+                raise TransientError("MinIO at %s returned an unreadable listing of bucket '%s'" % (
+                    self.endpoint, bucket))
+            encoded = (_xml_text(root, "EncodingType") or "").lower() == "url"
+            for child in root:
+                if _strip_ns(child.tag) != "Contents":
+                    continue
+                key = _xml_text(child, "Key", "")
+                if encoded:
+                    key = unquote_plus(key)
+                yield {
+                    "key": key,
+                    "size": int(_xml_text(child, "Size", "0")),
+                    "etag": (_xml_text(child, "ETag", "") or "").strip('"'),
+                    "last_modified": _xml_text(child, "LastModified"),
+                }
+            truncated = (_xml_text(root, "IsTruncated", "false") or "").lower() == "true"
+            token = _xml_text(root, "NextContinuationToken")
+            if not truncated or not token:
+                return
+
+    # ------------------------------------------------------------------ objects
+    def head_object(self, bucket, key, part_number=None, checksum_mode=True):
+        """Return a dict: size, etag, last_modified, content_type, metadata, checksums, parts_count."""
+        query = {"partNumber": str(part_number)} if part_number else None
+        headers = {"x-amz-checksum-mode": "ENABLED"} if checksum_mode else None
+        resp = self.request("HeadObject", "HEAD", bucket, key, query=query, headers=headers, ok=(200, 206))
+        return _object_info(resp)
+
+    def get_object(self, bucket, key, write, start=0, end=None, etag=None, cancelled=None):
+        """Stream an object (or the byte range ``start..end`` inclusive) to ``write(position, data)``.
+
+        ``position`` is the absolute offset in the object. A connection lost mid-body is retried from the
+        byte where it stopped (``If-Match: etag`` guards against the object changing in between). Memory use
+        is one chunk. ``cancelled()`` returning true stops the transfer. Returns the object info dict of the
+        first reply.
+        """
+        state = {"pos": start, "info": None}
+
+        def range_headers():
+            h = {}
+            if state["pos"] > 0 or end is not None:
+                h["range"] = "bytes=%d-%s" % (state["pos"], "" if end is None else end)
+            if etag:
+                h["if-match"] = '"%s"' % etag
+            return h
+
+        def consume(reply, raw):
+            if state["pos"] > 0 and reply.status == 200:
+                raise GpuWorkerError("MinIO at %s ignored the Range header for %s" % (
+                    self.endpoint, self._what(bucket, key)))
+            if state["info"] is None:
+                state["info"] = _object_info(reply)
+            while True:
+                if cancelled is not None and cancelled():
+                    raise Cancelled("transfer of %s cancelled" % self._what(bucket, key))
+                data = raw.read(CHUNK)
+                if not data:
+                    break
+                try:
+                    write(state["pos"], data)
+                except OSError as err:
+                    raise GpuWorkerError("cannot write %s locally: %s" % (key, err),
+                                         hint="check free space and permissions of the destination")
+                state["pos"] += len(data)
+
+        if end is not None and end < start:
+            return {}
+        self.request("GetObject", "GET", bucket, key, headers=range_headers(), consume=consume, ok=(200, 206),
+                     retry_consume=range_headers)
+        if end is not None and state["pos"] != end + 1:
+            raise TransientError("short read of %s: got bytes %d-%d of %d-%d" % (
+                self._what(bucket, key), start, state["pos"] - 1, start, end))
+        return state["info"] or {}
+
+    def put_object(self, bucket, key, body, content_type=None, metadata=None, content_md5=None):
+        """Upload ``body`` (bytes or :class:`FileSlice`) in one request; returns the ETag."""
+        headers = _put_headers(content_type, metadata)
+        if content_md5:
+            headers["content-md5"] = content_md5
+        resp = self.request("PutObject", "PUT", bucket, key, headers=headers, body=body)
+        return resp.etag
+
+    def create_multipart_upload(self, bucket, key, content_type=None, metadata=None):
+        resp = self.request("CreateMultipartUpload", "POST", bucket, key, query={"uploads": ""},
+                            headers=_put_headers(content_type, metadata))
+        root = _parse_xml(resp.body)
+        upload_id = _xml_text(root, "UploadId") if root is not None else None
+        if not upload_id:
+            raise GpuWorkerError("MinIO at %s returned no UploadId for %s" % (self.endpoint, self._what(bucket, key)))
+        return upload_id
+
+    def upload_part(self, bucket, key, upload_id, part_number, body, content_md5=None):
+        headers = {"content-md5": content_md5} if content_md5 else None
+        query = {"partNumber": str(part_number), "uploadId": upload_id}
+        resp = self.request("UploadPart", "PUT", bucket, key, query=query, headers=headers, body=body)
+        return resp.etag
+
+    def complete_multipart_upload(self, bucket, key, upload_id, parts):
+        """``parts``: list of (part_number, etag). Returns the final ETag."""
+        xml = "".join("<Part><PartNumber>%d</PartNumber><ETag>\"%s\"</ETag></Part>" % (n, _xml_escape(e))
+                      for n, e in sorted(parts))
+        body = ("<CompleteMultipartUpload>%s</CompleteMultipartUpload>" % xml).encode("utf-8")
+        resp = self.request("CompleteMultipartUpload", "POST", bucket, key, query={"uploadId": upload_id},
+                            body=body)
+        root = _parse_xml(resp.body)
+        if root is None or _strip_ns(root.tag) == "Error":
+            code = _xml_text(root, "Code", "") if root is not None else "unreadable reply"
+            raise TransientError("completing the multipart upload of %s failed: %s" % (
+                self._what(bucket, key), code))
+        return (_xml_text(root, "ETag", "") or "").strip('"')
+
+    def abort_multipart_upload(self, bucket, key, upload_id):
+        self.request("AbortMultipartUpload", "DELETE", bucket, key, query={"uploadId": upload_id},
+                     ok=(200, 204, 404))
+
+    def delete_object(self, bucket, key):
+        self.request("DeleteObject", "DELETE", bucket, key, ok=(200, 204))
+
+    def delete_objects(self, bucket, keys):
+        """Delete up to any number of keys (batches of 1000); raises on the first per-key error."""
+        keys = list(keys)
+        for i in range(0, len(keys), 1000):
+            batch = keys[i:i + 1000]
+            xml = "".join("<Object><Key>%s</Key></Object>" % _xml_escape(k) for k in batch)
+            body = ("<Delete><Quiet>true</Quiet>%s</Delete>" % xml).encode("utf-8")
+            md5 = base64.b64encode(hashlib.md5(body).digest()).decode("ascii")  # noqa: S324 - Content-MD5
+            resp = self.request("DeleteObjects", "POST", bucket, query={"delete": ""},
+                                headers={"content-md5": md5, "content-type": "application/xml"}, body=body)
+            root = _parse_xml(resp.body)
+            if root is None:
+                continue
+            for child in root:
+                if _strip_ns(child.tag) == "Error":
+                    raise GpuWorkerError("deleting '%s' from bucket '%s' on %s failed: %s" % (
+                        _xml_text(child, "Key", "?"), bucket, self.endpoint, _xml_text(child, "Code", "?")))
+
+
+def _put_headers(content_type, metadata):
+    headers = {}
+    if content_type:
+        headers["content-type"] = content_type
+    for name, value in (metadata or {}).items():
+        headers["x-amz-meta-" + name.lower()] = encode_metadata_value(value)
+    return headers
+
+
+def _object_info(resp):
+    size = resp.header("content-length")
+    crange = resp.header("content-range")
+    if crange and "/" in crange:
+        total = crange.rsplit("/", 1)[1]
+        if total.isdigit():
+            size = total
+    checksums = {}
+    for algo in CHECKSUM_ALGORITHMS:
+        value = resp.header("x-amz-checksum-" + algo)
+        if value:
+            checksums[algo] = value
+    parts = resp.header("x-amz-mp-parts-count")
+    return {
+        "size": int(size) if size and str(size).isdigit() else None,
+        "content_length": int(resp.header("content-length") or 0),
+        "etag": resp.etag,
+        "last_modified": resp.header("last-modified"),
+        "content_type": resp.header("content-type"),
+        "metadata": resp.metadata(),
+        "checksums": checksums,
+        "checksum_type": resp.header("x-amz-checksum-type"),
+        "parts_count": int(parts) if parts and parts.isdigit() else None,
+    }
+
+
+def _error_code(status, body, headers):
+    code = headers.get("x-minio-error-code") or headers.get("x-amz-error-code") or ""
+    message = headers.get("x-minio-error-desc") or ""
+    root = _parse_xml(body) if body else None
+    if root is not None:
+        code = _xml_text(root, "Code", code) or code
+        message = _xml_text(root, "Message", message) or message
+    if not code:
+        code = {400: "BadRequest", 403: "AccessDenied", 404: "NotFound", 405: "MethodNotAllowed",
+                409: "Conflict", 412: "PreconditionFailed", 416: "InvalidRange",
+                429: "SlowDown", 503: "SlowDown"}.get(status, "")
+    return code, message.strip('"')
+
+
+def _describe_error(err):
+    if isinstance(err, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(err, (socket.timeout, TimeoutError)):
+        return "timed out"
+    text = str(err) or err.__class__.__name__
+    return text

@@ -1,0 +1,250 @@
+"""The node commands (files/bin/* -> visionsuit_gpuworker.node_cli) end to end against a real MinIO."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+try:  # the proxy lives with the engine tests; tests/integration is not a package
+    from test_s3sync import ByteProxy
+except ImportError:  # pragma: no cover - imported as a package module
+    from tests.integration.test_s3sync import ByteProxy
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+BIN = ROOT / "files" / "bin"
+COMMANDS = ["generate-model-manifest", "sync-checkpoints", "sync-loras", "upload-outputs", "test-create-buckets",
+            "test-upload-models", "test-export-outputs"]
+KiB = 1024
+MiB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def lib(tmp_path_factory):
+    """The package layout the minio_helpers role installs: <lib>/visionsuit_gpuworker = plugins/module_utils."""
+    d = tmp_path_factory.mktemp("lib")
+    (d / "visionsuit_gpuworker").symlink_to(ROOT / "plugins" / "module_utils", target_is_directory=True)
+    return d
+
+
+class Node:
+    def __init__(self, minio, lib, tmp_path, endpoint=None):
+        uid = uuid.uuid4().hex[:8]
+        self.buckets = {"checkpoints": "ck-" + uid, "loras": "lo-" + uid, "outputs": "out-" + uid}
+        self.env_file = tmp_path / "minio.env"
+        self.env_file.write_text(
+            "# test node\nexport MINIO_ENDPOINT={}\nMINIO_ACCESS_KEY={}\nMINIO_SECRET_KEY='{}'\n"
+            "MINIO_BUCKET_CHECKPOINTS={}\nMINIO_BUCKET_LORAS={}\nMINIO_BUCKET_OUTPUTS={}\n"
+            "MINIO_OUTPUTS_PREFIX=renders\n".format(endpoint or minio.endpoint, minio.access_key, minio.secret_key,
+                                                self.buckets["checkpoints"], self.buckets["loras"],
+                                                self.buckets["outputs"]))
+        self.secret = minio.secret_key
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("MINIO_")}
+        self.env.update(VISIONSUIT_LIB=str(lib), VISIONSUIT_MINIO_ENV=str(self.env_file), PYTHONDONTWRITEBYTECODE="1")
+
+    def argv(self, command, *args):
+        return [sys.executable, str(BIN / command), *map(str, args)]
+
+    def run(self, command, *args, env=None, check=True):
+        proc = subprocess.run(self.argv(command, *args), env=dict(self.env, **(env or {})), capture_output=True,
+                              text=True, timeout=120)
+        assert self.secret not in proc.stdout + proc.stderr
+        if check:
+            assert proc.returncode == 0, proc.stderr
+        return proc
+
+    def json(self, command, *args, **kw):
+        return json.loads(self.run(command, "--json", *args, **kw).stdout)
+
+
+@pytest.fixture
+def node(minio, lib, tmp_path):
+    return Node(minio, lib, tmp_path)
+
+
+@pytest.fixture
+def ready(node, s3):
+    for name in node.buckets.values():
+        s3.create_bucket(Bucket=name)
+    return node
+
+
+def models_dir(tmp_path):
+    models = tmp_path / "models"
+    (models / "sdxl").mkdir(parents=True)
+    (models / "base model.safetensors").write_bytes(b"B" * 5000)
+    (models / "sdxl" / "jüggernaut.safetensors").write_bytes(os.urandom(40 * KiB))
+    loras = tmp_path / "loras"
+    loras.mkdir()
+    (loras / "detail.safetensors").write_bytes(b"L" * 300)
+    (loras / "notes.txt").write_text("not a model")
+    return models, loras
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(node, command):
+    proc = node.run(command, "--help")
+    assert proc.stdout.startswith(f"usage: {command}") and "exit codes" in proc.stdout
+
+
+def test_create_buckets_upload_models_manifest_and_sync(node, s3, tmp_path):
+    created = node.json("test-create-buckets")
+    assert sorted(created["created"]) == sorted(node.buckets.values()) and created["changed"]
+    again = node.json("test-create-buckets")
+    assert again["created"] == [] and sorted(again["existing"]) == sorted(node.buckets.values())
+
+    models, loras = models_dir(tmp_path)
+    up = node.json("test-upload-models", "--models", models, "--loras", loras)
+    assert sorted(up["checkpoints"]["transferred"]) == ["base model.safetensors", "sdxl/jüggernaut.safetensors"]
+    assert up["loras"]["files"] == 2
+    head = s3.head_object(Bucket=node.buckets["checkpoints"], Key="base model.safetensors")
+    assert head["Metadata"]["original-filename"] == "base model.safetensors"
+    assert node.json("test-upload-models", "--models", models)["checkpoints"]["files"] == 0
+
+    manifest = json.loads(node.run("generate-model-manifest").stdout)
+    assert manifest["bucket"] == node.buckets["checkpoints"] and manifest["count"] == 2
+    names = {m["name"]: m for m in manifest["models"]}
+    assert names["sdxl/jüggernaut.safetensors"]["original_filename"] == "jüggernaut.safetensors"
+    assert names["base model.safetensors"]["size"] == 5000 and names["base model.safetensors"]["etag"]
+    assert set(names["base model.safetensors"]) >= {"name", "key", "size", "etag", "last_modified",
+                                                    "original_filename"}
+    out = tmp_path / "manifest.json"
+    proc = node.run("generate-model-manifest", "--output", out)
+    assert proc.stdout == "" and json.loads(out.read_text())["models"] == manifest["models"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".manifest")] == []
+
+    dest = tmp_path / "ckpt"
+    dry = node.run("sync-checkpoints", "--dest", dest, "--dry-run")
+    assert "would download base model.safetensors" in dry.stdout and not dest.exists()
+    quiet = node.run("sync-checkpoints", "--dest", dest)
+    assert quiet.stdout == "" and quiet.stderr == ""  # not a TTY: quiet
+    assert (dest / "sdxl" / "jüggernaut.safetensors").read_bytes() == (
+        models / "sdxl" / "jüggernaut.safetensors").read_bytes()
+    second = node.json("sync-checkpoints", "--dest", dest)
+    assert second["files"] == 0 and second["skipped"] == 2 and second["requests"] == {"ListObjectsV2": 1}
+    assert "up to date" in node.run("sync-checkpoints", "--dest", dest, "-v").stdout
+
+    lora_dest = tmp_path / "loras-out"
+    r = node.json("sync-loras", "--dest", lora_dest, "--include", "*.safetensors")
+    assert r["transferred"] == ["detail.safetensors"] and sorted(os.listdir(lora_dest)) == [
+        ".visionsuit-sync.json", "detail.safetensors"]
+
+    # --delete removes what left the bucket (dry-run first)
+    s3.delete_object(Bucket=node.buckets["checkpoints"], Key="base model.safetensors")
+    plan = node.json("sync-checkpoints", "--dest", dest, "--delete", "--dry-run")
+    assert plan["deleted_paths"] == [str(dest / "base model.safetensors")]
+    assert (dest / "base model.safetensors").exists()
+    r = node.json("sync-checkpoints", "--dest", dest, "--delete")
+    assert r["deleted"] == 1 and not (dest / "base model.safetensors").exists()
+
+
+def test_env_overrides_bucket_and_prefix(ready, s3, tmp_path):
+    other = "ov-" + uuid.uuid4().hex[:8]
+    s3.create_bucket(Bucket=other)
+    s3.put_object(Bucket=other, Key="sub/x/y.safetensors", Body=b"y")
+    r = ready.json("sync-loras", "--dest", tmp_path / "l",
+                   env={"MINIO_BUCKET_LORAS": other, "MINIO_LORAS_PREFIX": "sub"})
+    assert r["transferred"] == ["sub/x/y.safetensors"] and (tmp_path / "l" / "x" / "y.safetensors").exists()
+
+
+def test_upload_outputs_and_export(ready, s3, tmp_path):
+    src = tmp_path / "output"
+    (src / "batch 1").mkdir(parents=True)
+    (src / "ComfyUI_00001_.png").write_bytes(b"\x89PNG1")
+    (src / "batch 1" / "ComfyUI_00002_.png").write_bytes(b"\x89PNG2")
+    r = ready.json("upload-outputs", "--source", src)
+    assert sorted(r["transferred"]) == ["renders/ComfyUI_00001_.png", "renders/batch 1/ComfyUI_00002_.png"]
+    head = s3.head_object(Bucket=ready.buckets["outputs"], Key="renders/ComfyUI_00001_.png")
+    assert head["ContentType"] == "image/png"
+    assert ready.json("upload-outputs", "--source", src)["changed"] is False
+    export = tmp_path / "export"
+    r = ready.json("test-export-outputs", export)
+    assert r["files"] == 2 and (export / "batch 1" / "ComfyUI_00002_.png").read_bytes() == b"\x89PNG2"
+
+    # the Python entry shared with test-run-workflow --export-dir
+    sys.path.insert(0, str(ready.env["VISIONSUIT_LIB"]))
+    try:
+        from visionsuit_gpuworker import node_cli
+        res = node_cli.export_outputs(str(tmp_path / "only"), names=["batch 1/ComfyUI_00002_.png"],
+                                      env_file=str(ready.env_file))
+    finally:
+        sys.path.remove(str(ready.env["VISIONSUIT_LIB"]))
+    assert res["transferred"] == ["renders/batch 1/ComfyUI_00002_.png"]
+
+
+def test_errors_are_one_line_with_documented_exit_codes(ready, minio, tmp_path):
+    bad_secret = "definitely-wrong-secret"
+    p = ready.run("sync-checkpoints", "--dest", tmp_path / "d", check=False, env={"MINIO_SECRET_KEY": bad_secret})
+    assert p.returncode == 1 and "rejected the credentials" in p.stderr and "MINIO_SECRET_KEY" in p.stderr
+    assert bad_secret not in p.stderr and "Traceback" not in p.stderr and p.stderr.count("\n") == 1
+
+    p = ready.run("sync-checkpoints", "--dest", tmp_path / "d", check=False, env={"MINIO_BUCKET_CHECKPOINTS": "nope-x"})
+    assert p.returncode == 1 and f"bucket 'nope-x' does not exist on {minio.endpoint}" in p.stderr
+
+    p = ready.run("sync-loras", check=False, env={"MINIO_ENDPOINT": "http://127.0.0.1:9000/minio"})
+    assert p.returncode == 3 and "MINIO_ENDPOINT" in p.stderr and "path" in p.stderr
+
+    p = ready.run("sync-loras", check=False, env={"VISIONSUIT_MINIO_ENV": str(tmp_path / "missing.env")})
+    assert p.returncode == 3 and "missing.env does not exist" in p.stderr
+
+    broken = tmp_path / "broken.env"
+    broken.write_text("MINIO_ENDPOINT=http://127.0.0.1:1\nthis line is wrong\n")
+    p = ready.run("test-create-buckets", "--env-file", broken, check=False)
+    assert p.returncode == 3 and "line 2 is not KEY=VALUE" in p.stderr
+
+    p = ready.run("sync-loras", "--workers", "zero", check=False)
+    assert p.returncode == 2 and "invalid int value" in p.stderr
+
+    p = ready.run("sync-loras", "--dest", tmp_path / "d", "--retries", "1", check=False,
+                  env={"MINIO_ENDPOINT": f"http://127.0.0.1:{_closed_port()}"})
+    assert p.returncode == 1 and "cannot reach MinIO" in p.stderr and "connection refused" in p.stderr
+
+
+def _closed_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_killed_transfer_leaves_no_partial_file_and_resumes(ready, s3, minio, tmp_path):
+    data = os.urandom(3 * MiB)
+    s3.put_object(Bucket=ready.buckets["checkpoints"], Key="huge.safetensors", Body=data)
+    dest = tmp_path / "ckpt"
+    args = ["--dest", dest, "--multipart-threshold", "256K", "--part-size", "256K", "--workers", "2"]
+    slow = ByteProxy(minio.port, rate=384 * KiB)
+    try:
+        proc = subprocess.Popen(ready.argv("sync-checkpoints", *args),
+                                env=dict(ready.env, MINIO_ENDPOINT=slow.endpoint),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while slow.down_bytes < 1200 * KiB and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, "the transfer ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        proc.stdout.close()
+        proc.stderr.close()
+    finally:
+        slow.close()
+    assert not (dest / "huge.safetensors").exists()
+    assert (dest / ".huge.safetensors.vsync-part").exists()
+    side = json.loads((dest / ".huge.safetensors.vsync-part.json").read_text())
+    assert side["done"] and len(side["done"]) < 12
+
+    fast = ByteProxy(minio.port)
+    try:
+        r = ready.json("sync-checkpoints", *args, env={"MINIO_ENDPOINT": fast.endpoint})
+    finally:
+        fast.close()
+    assert r["resumed"] == ["huge.safetensors"]
+    assert fast.down_bytes < len(data) - len(side["done"]) * 256 * KiB + 64 * KiB  # headers/listing slack
+    assert (dest / "huge.safetensors").read_bytes() == data
+    assert sorted(os.listdir(dest)) == [".visionsuit-sync.json", "huge.safetensors"]
