@@ -9,6 +9,7 @@ import struct
 import threading
 
 import pytest
+
 from ansible_collections.visionsuit.gpuworker.plugins.module_utils import comfy_client as cc
 from ansible_collections.visionsuit.gpuworker.plugins.module_utils.errors import GpuWorkerError
 
