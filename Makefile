@@ -84,10 +84,19 @@ sanity: build-collection
 	  >$(BUILD)/sanity.log 2>&1 || { cat $(BUILD)/sanity.log; exit 1; }
 	@grep -E '^(Running sanity|ERROR)' $(BUILD)/sanity.log | sed 's/^/   /' || true
 
+# Build the collection, install the tarball into a scratch path and render every module's docs from there.
 build-collection: venv
 	@rm -rf $(BUILD)/dist && mkdir -p $(BUILD)/dist
 	@ansible-galaxy collection build --force --output-path $(BUILD)/dist . >/dev/null
-	@ls $(BUILD)/dist/*.tar.gz
+	@echo ">> built $$(ls $(BUILD)/dist/*.tar.gz)"
+	@dir=$$(mktemp -d /tmp/visionsuit-install.XXXXXX); trap 'rm -rf "$$dir"' EXIT; \
+	ansible-galaxy collection install --force --offline -p $$dir $(BUILD)/dist/*.tar.gz >/dev/null 2>&1; \
+	for m in $$(ls plugins/modules/*.py | xargs -n1 basename | sed 's/\.py$$//'); do \
+	  out=$$(ANSIBLE_COLLECTIONS_PATH=$$dir ansible-doc visionsuit.gpuworker.$$m 2>&1) && \
+	    ! echo "$$out" | grep -qE 'not found|Error loading' || { echo "$$out"; echo "ansible-doc $$m failed"; exit 1; }; \
+	done; \
+	ANSIBLE_COLLECTIONS_PATH=$$dir ansible-doc -t role visionsuit.gpuworker.comfyui >/dev/null; \
+	echo ">> installed it and rendered the docs of: $$(ls plugins/modules/*.py | xargs -n1 basename | sed 's/\.py$$//' | tr '\n' ' ')"
 
 pytest: rig
 	@echo ">> pytest (unit + integration)"; pytest -q -p no:cacheprovider
