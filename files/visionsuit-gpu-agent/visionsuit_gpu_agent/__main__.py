@@ -1,0 +1,7 @@
+"""``python -m visionsuit_gpu_agent``: see :mod:`visionsuit_gpu_agent.main`."""
+import sys
+
+from .main import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,269 @@
+"""The agent's configuration: ``/etc/visionsuit-gpu-agent/config.yaml`` (YAML, or JSON which is valid YAML).
+
+:func:`load` reads and checks the file and returns a :class:`Config`; every problem is collected and
+reported with the dotted key at fault (``minio.endpoint: ...``), so ``--check-config`` names each bad key at
+once. Missing keys take the defaults of :data:`SPEC`.
+"""
+from __future__ import annotations
+
+import copy
+import ipaddress
+import json
+import os
+import re
+from urllib.parse import urlsplit
+
+try:  # Debian's python3-yaml, visible through the venv's --system-site-packages
+    import yaml
+except ImportError:  # pragma: no cover - JSON still works
+    yaml = None
+
+DEFAULT_PATH = "/etc/visionsuit-gpu-agent/config.yaml"
+SAMPLERS_RE = re.compile(r"^[A-Za-z0-9_+.\- ]{1,64}$")
+BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; ``problems`` lists one ``key: message`` line per bad key."""
+
+    def __init__(self, problems):
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+def _url(value, schemes=("http", "https"), path_ok=False):
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not parts.hostname:
+        return "must be a URL such as http://HOST:PORT"
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        return "has an invalid port"
+    if not path_ok and parts.path not in ("", "/"):
+        return "must not contain a path"
+    return None
+
+
+def _networks(value):
+    for item in value:
+        try:
+            ipaddress.ip_network(str(item), strict=False)
+        except ValueError:
+            return f"{item!r} is not a network (use CIDR such as 10.0.0.0/8 or an address)"
+    return None
+
+
+def _bucket(value):
+    if value and not BUCKET_RE.match(value):
+        return f"{value!r} is not a valid bucket name (3-63 lowercase letters, digits, dots, hyphens)"
+    return None
+
+
+def _abs(value):
+    return None if not value or os.path.isabs(value) else "must be an absolute path"
+
+
+# key -> (type(s), default, check or None). Types: bool is checked before int (bool is an int in Python).
+SPEC = {
+    "server.listen": (str, "127.0.0.1", lambda v: None if _is_ip(v) else "must be an IP address"),
+    "server.port": (int, 8081, lambda v: None if 0 <= v < 65536 else "must be 1-65535 (0: any free port)"),
+    "server.api_token": (str, "", lambda v: None if len(v) >= 16 else "is required (16 characters at least)"),
+    "server.tls_cert": (str, "", _abs),
+    "server.tls_key": (str, "", _abs),
+    "server.allowed_networks": (list, [], _networks),
+    "server.max_body_bytes": (int, 1048576, lambda v: None if 1024 <= v <= 64 * 1048576 else "must be 1 KiB-64 MiB"),
+    "server.metrics_require_auth": (bool, False, None),
+    "server.threads_timeout": (float, 30.0, lambda v: None if v > 0 else "must be positive"),
+    "state_dir": (str, "/var/lib/visionsuit-gpu-agent", lambda v: None if v and os.path.isabs(v)
+                  else "must be an absolute path"),
+    "minio.endpoint": (str, "", lambda v: _url(v) if v else "is required (http://HOST:9000)"),
+    "minio.access_key": (str, "", lambda v: None if v else "is required"),
+    "minio.secret_key": (str, "", lambda v: None if v else "is required"),
+    "minio.region": (str, "us-east-1", None),
+    "minio.ca_bundle": (str, "", _abs),
+    "minio.validate_certs": (bool, True, None),
+    "minio.bucket_checkpoints": (str, "comfyui-checkpoints", _bucket),
+    "minio.bucket_loras": (str, "comfyui-loras", _bucket),
+    "minio.bucket_outputs": (str, "comfyui-outputs", _bucket),
+    "minio.outputs_prefix": (str, "", None),
+    "minio.retries": (int, 3, lambda v: None if 0 <= v <= 10 else "must be 0-10"),
+    "minio.backoff": (float, 0.5, lambda v: None if 0 <= v <= 30 else "must be 0-30 seconds"),
+    "minio.timeout": (float, 60.0, lambda v: None if v > 0 else "must be positive"),
+    "minio.workers": (int, 4, lambda v: None if 1 <= v <= 64 else "must be 1-64"),
+    "comfyui.url": (str, "http://127.0.0.1:8188", lambda v: _url(v, path_ok=True)),
+    "comfyui.checkpoints_dir": (str, "/opt/comfyui/models/checkpoints", _abs),
+    "comfyui.loras_dir": (str, "/opt/comfyui/models/loras", _abs),
+    "comfyui.output_dir": (str, "/opt/comfyui/output", _abs),
+    "comfyui.timeout": (float, 30.0, lambda v: None if v > 0 else "must be positive"),
+    "comfyui.submit_retries": (int, 2, lambda v: None if 0 <= v <= 10 else "must be 0-10"),
+    "comfyui.retry_delay": (float, 2.0, lambda v: None if v >= 0 else "must not be negative"),
+    "comfyui.unreachable_grace": (float, 30.0, lambda v: None if v > 0 else "must be positive"),
+    "comfyui.poll_interval": (float, 1.0, lambda v: None if v > 0 else "must be positive"),
+    "comfyui.health_interval": (float, 5.0, lambda v: None if v > 0 else "must be positive"),
+    "jobs.max_queue": (int, 16, lambda v: None if 1 <= v <= 10000 else "must be 1-10000"),
+    "jobs.timeout": (float, 1800.0, lambda v: None if v > 0 else "must be positive"),
+    "jobs.retention_hours": (float, 168.0, lambda v: None if v > 0 else "must be positive"),
+    "jobs.persist_checkpoints": (bool, True, None),
+    "jobs.persist_loras": (bool, False, None),
+    "jobs.cache_max_bytes": (int, 0, lambda v: None if v >= 0 else "must not be negative (0: unlimited)"),
+    "jobs.reserve_bytes": (int, 1073741824, lambda v: None if v >= 0 else "must not be negative"),
+    "jobs.surface_mode": (str, "symlink", lambda v: None if v in ("symlink", "copy") else "must be symlink or copy"),
+    "jobs.keep_outputs": (bool, False, None),
+    "jobs.shutdown_grace": (float, 30.0, lambda v: None if v >= 0 else "must not be negative"),
+    "jobs.retry_after": (int, 10, lambda v: None if 1 <= v <= 3600 else "must be 1-3600 seconds"),
+    "callback.attempts": (int, 5, lambda v: None if 1 <= v <= 20 else "must be 1-20"),
+    "callback.backoff": (float, 1.0, lambda v: None if 0 <= v <= 60 else "must be 0-60 seconds"),
+    "callback.max_backoff": (float, 30.0, lambda v: None if v >= 0 else "must not be negative"),
+    "callback.timeout": (float, 10.0, lambda v: None if v > 0 else "must be positive"),
+    "callback.ca_bundle": (str, "", _abs),
+    "defaults.template": (str, "sdxl-txt2img", None),
+    "defaults.negative_prompt": (str, "", None),
+    "defaults.steps": (int, 25, lambda v: None if 1 <= v <= 1000 else "must be 1-1000"),
+    "defaults.cfg": (float, 7.0, lambda v: None if 0 <= v <= 100 else "must be 0-100"),
+    "defaults.width": (int, 1024, lambda v: None if 16 <= v <= 16384 and v % 8 == 0 else "must be 16-16384, x8"),
+    "defaults.height": (int, 1024, lambda v: None if 16 <= v <= 16384 and v % 8 == 0 else "must be 16-16384, x8"),
+    "defaults.sampler": (str, "euler", lambda v: None if SAMPLERS_RE.match(v) else "is not a sampler name"),
+    "defaults.scheduler": (str, "normal", lambda v: None if SAMPLERS_RE.match(v) else "is not a scheduler name"),
+    "defaults.batch_size": (int, 1, lambda v: None if 1 <= v <= 64 else "must be 1-64"),
+    "defaults.denoise": (float, 1.0, lambda v: None if 0 <= v <= 1 else "must be 0-1"),
+    "defaults.lora_strength": (float, 0.8, lambda v: None if -10 <= v <= 10 else "must be -10..10"),
+}
+
+SECRET_KEYS = ("server.api_token", "minio.secret_key")
+
+
+def _is_ip(value):
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _type_ok(value, kind):
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list"}
+
+
+class Config:
+    """Checked configuration; ``cfg["minio.endpoint"]`` or ``cfg.section("minio")``."""
+
+    def __init__(self, values, path=None):
+        self.values = values
+        self.path = path
+
+    def __getitem__(self, key):
+        return self.values[key]
+
+    def get(self, key, default=None):
+        return self.values.get(key, default)
+
+    def section(self, name):
+        prefix = name + "."
+        return {k[len(prefix):]: v for k, v in self.values.items() if k.startswith(prefix)}
+
+    def redacted(self):
+        return {k: ("<redacted>" if k in SECRET_KEYS and v else v) for k, v in self.values.items()}
+
+    @property
+    def db_path(self):
+        return os.path.join(self["state_dir"], "jobs.sqlite3")
+
+    @property
+    def cache_dir(self):
+        return os.path.join(self["state_dir"], "cache")
+
+
+def parse_text(text, source="config"):
+    """Parse YAML (when PyYAML is there) or JSON text into a dict; ConfigError otherwise."""
+    if yaml is not None:
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(["{}: not valid YAML: {}".format(source, str(err).replace("\n", " "))]) from None
+    else:
+        try:
+            doc = json.loads(text) if text.strip() else {}
+        except ValueError as err:
+            raise ConfigError([f"{source}: not valid JSON (PyYAML is not installed): {err}"]) from None
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise ConfigError([f"{source}: must be a mapping of sections (server, minio, comfyui, ...)"])
+    return doc
+
+
+def _flatten(doc, problems):
+    flat = {}
+    sections = {k.split(".", 1)[0] for k in SPEC if "." in k}
+    for key, value in doc.items():
+        key = str(key)
+        if key in sections:
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                problems.append(f"{key}: must be a mapping")
+                continue
+            for sub, subvalue in value.items():
+                flat[f"{key}.{sub}"] = subvalue
+        else:
+            flat[key] = value
+    return flat
+
+
+def check(doc, path=None):
+    """Check a parsed document; return a :class:`Config` or raise :class:`ConfigError` listing every problem."""
+    problems = []
+    flat = _flatten(doc, problems)
+    values = {}
+    for key in sorted(set(flat) - set(SPEC)):
+        problems.append(f"{key}: unknown key")
+    for key, (kind, default, validator) in SPEC.items():
+        if key not in flat or flat[key] is None:
+            value = copy.deepcopy(default)
+        else:
+            value = flat[key]
+            if kind is float and _type_ok(value, float):
+                value = float(value)
+            if not _type_ok(value, kind):
+                problems.append("{}: must be {}, got {!r}".format(key, _TYPE_NAMES[kind],
+                                                            "<redacted>" if key in SECRET_KEYS else value))
+                continue
+        if validator is not None:
+            why = validator(value)
+            if why:
+                shown = "" if key in SECRET_KEYS else f" (got {value!r})"
+                problems.append("{}: {}{}".format(key, why, shown if value not in ("", []) else ""))
+                continue
+        values[key] = value
+    if not problems:
+        if bool(values["server.tls_cert"]) != bool(values["server.tls_key"]):
+            problems.append("server.tls_cert/server.tls_key: give both or neither")
+        for key in ("server.tls_cert", "server.tls_key", "minio.ca_bundle", "callback.ca_bundle"):
+            if values[key] and not os.path.isfile(values[key]):
+                problems.append(f"{key}: {values[key]} does not exist")
+        if values["defaults.template"]:
+            from .workflow import template_names
+            if values["defaults.template"] not in template_names():
+                problems.append("defaults.template: unknown template {!r} (shipped: {})".format(
+                    values["defaults.template"], ", ".join(template_names())))
+    if problems:
+        raise ConfigError(problems)
+    return Config(values, path)
+
+
+def load(path=DEFAULT_PATH):
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as err:
+        raise ConfigError([f"{path}: cannot read: {err.strerror or err}"]) from None
+    return check(parse_text(text, path), path)

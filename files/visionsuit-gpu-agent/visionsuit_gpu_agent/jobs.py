@@ -1,0 +1,210 @@
+"""The job store: SQLite under the state directory, so accepted jobs survive restarts.
+
+Every state change is written through (one small transaction); reads come from an in-memory mirror, so
+``GET /jobs/<id>`` and ``/healthz`` never wait for the disk. Progress while rendering is kept in memory only.
+
+Restart behaviour (:meth:`JobStore.recover`):
+
+* ``queued`` jobs are queued again in their original order;
+* a job that was mid-run (``staging``, ``rendering``, ``uploading``) when the agent stopped is run once more
+  from the start (its ``attempts`` counter says it is the second run); if it was already on its second run
+  it is marked ``failed`` with the reason "interrupted by an agent restart twice", so one poisonous job
+  cannot crash-loop the agent;
+* finished jobs whose callback had not been delivered get their callback sent again.
+
+The table also records the model files the agent put into ComfyUI's folders (``surfaced``), so that
+clean-up after a crash removes exactly those, and which persist between jobs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+
+STATES = ("queued", "staging", "rendering", "uploading", "done", "failed")
+ACTIVE = ("staging", "rendering", "uploading")
+FINAL = ("done", "failed")
+MAX_ATTEMPTS = 2
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT UNIQUE NOT NULL,
+    state TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    callback_state TEXT
+);
+CREATE TABLE IF NOT EXISTS surfaced (
+    path TEXT PRIMARY KEY,
+    bucket TEXT NOT NULL,
+    key TEXT NOT NULL,
+    etag TEXT,
+    cache_path TEXT,
+    persistent INTEGER NOT NULL,
+    job_id TEXT,
+    created REAL NOT NULL
+);
+"""
+
+
+class JobStore:
+    def __init__(self, path):
+        self.path = path
+        folder = os.path.dirname(path)
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+        self.lock = threading.RLock()
+        self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        try:
+            os.chmod(path, 0o600)
+        except OSError:
+            pass
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(_SCHEMA)
+        self.jobs = {}      # id -> doc (the public job document)
+        self.specs = {}     # id -> spec
+        self.order = {}     # id -> seq
+        self.attempts = {}
+        for seq, job_id, spec, doc, attempts in self.db.execute(
+                "SELECT seq, id, spec, doc, attempts FROM jobs ORDER BY seq"):
+            self.jobs[job_id] = json.loads(doc)
+            self.specs[job_id] = json.loads(spec)
+            self.order[job_id] = seq
+            self.attempts[job_id] = attempts
+
+    def close(self):
+        with self.lock:
+            self.db.close()
+
+    # ------------------------------------------------------------------ jobs
+    def add(self, spec, doc):
+        """Insert a new job; returns (doc, created). An existing id returns its current doc, created False."""
+        job_id = spec["job_id"]
+        with self.lock:
+            if job_id in self.jobs:
+                return self.jobs[job_id], False
+            now = time.time()
+            cur = self.db.execute(
+                "INSERT INTO jobs (id, state, spec, doc, attempts, created, updated, callback_state) "
+                "VALUES (?, ?, ?, ?, 0, ?, ?, ?)",
+                (job_id, doc["state"], json.dumps(spec), json.dumps(doc), now, now,
+                 "pending" if spec.get("callback_url") else None))
+            self.jobs[job_id] = doc
+            self.specs[job_id] = spec
+            self.order[job_id] = cur.lastrowid
+            self.attempts[job_id] = 0
+            return doc, True
+
+    def get(self, job_id):
+        with self.lock:
+            doc = self.jobs.get(job_id)
+            return json.loads(json.dumps(doc)) if doc is not None else None
+
+    def spec(self, job_id):
+        with self.lock:
+            return self.specs.get(job_id)
+
+    def update(self, job_id, persist=True, **fields):
+        """Merge ``fields`` into the job document (written to SQLite unless ``persist`` is False)."""
+        with self.lock:
+            doc = self.jobs[job_id]
+            doc.update(fields)
+            doc["updated_at"] = time.time()
+            if persist:
+                self.db.execute("UPDATE jobs SET state = ?, doc = ?, updated = ? WHERE id = ?",
+                                (doc["state"], json.dumps(doc), doc["updated_at"], job_id))
+            return doc
+
+    def start_attempt(self, job_id):
+        with self.lock:
+            self.attempts[job_id] = self.attempts.get(job_id, 0) + 1
+            self.db.execute("UPDATE jobs SET attempts = ? WHERE id = ?", (self.attempts[job_id], job_id))
+            self.jobs[job_id]["attempts"] = self.attempts[job_id]
+            return self.attempts[job_id]
+
+    def set_callback_state(self, job_id, state):
+        with self.lock:
+            self.db.execute("UPDATE jobs SET callback_state = ? WHERE id = ?", (state, job_id))
+
+    def pending_callbacks(self):
+        with self.lock:
+            return [row[0] for row in self.db.execute(
+                "SELECT id FROM jobs WHERE callback_state = 'pending' AND state IN ('done', 'failed') ORDER BY seq")]
+
+    def queued_ids(self):
+        with self.lock:
+            return sorted((j for j, d in self.jobs.items() if d["state"] == "queued"), key=self.order.get)
+
+    def count(self, state):
+        with self.lock:
+            return sum(1 for d in self.jobs.values() if d["state"] == state)
+
+    def recover(self):
+        """Apply the restart rules (module docstring); returns (requeued ids, failed ids)."""
+        requeued, failed = [], []
+        with self.lock:
+            for job_id in sorted(self.jobs, key=self.order.get):
+                doc = self.jobs[job_id]
+                if doc["state"] not in ACTIVE:
+                    continue
+                was = doc["state"]
+                if self.attempts.get(job_id, 0) >= MAX_ATTEMPTS:
+                    self.update(job_id, state="failed", progress=None, finished_at=time.time(),
+                                error=f"interrupted by an agent restart twice (last time while {was}); not run "
+                                      "again")
+                    failed.append(job_id)
+                else:
+                    notes = list(doc.get("notes") or [])
+                    notes.append(f"the agent restarted while the job was {was}; running it once more")
+                    self.update(job_id, state="queued", progress=None, notes=notes)
+                    requeued.append(job_id)
+        return requeued, failed
+
+    def purge(self, older_than_s):
+        """Forget finished jobs older than ``older_than_s`` seconds; returns how many."""
+        limit = time.time() - older_than_s
+        with self.lock:
+            gone = [j for j, d in self.jobs.items() if d["state"] in FINAL and (d.get("finished_at") or 0) < limit]
+            for job_id in gone:
+                self.db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+                for table in (self.jobs, self.specs, self.order, self.attempts):
+                    table.pop(job_id, None)
+            return len(gone)
+
+    # ------------------------------------------------------------------ surfaced model files
+    def add_surfaced(self, path, bucket, key, etag, cache_path, persistent, job_id):
+        with self.lock:
+            self.db.execute("INSERT OR REPLACE INTO surfaced (path, bucket, key, etag, cache_path, persistent, "
+                            "job_id, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            (path, bucket, key, etag, cache_path, int(bool(persistent)), job_id, time.time()))
+
+    def remove_surfaced(self, path):
+        with self.lock:
+            self.db.execute("DELETE FROM surfaced WHERE path = ?", (path,))
+
+    def surfaced(self, path=None, job_id=None, persistent=None):
+        query, args = "SELECT path, bucket, key, etag, cache_path, persistent, job_id FROM surfaced WHERE 1=1", []
+        if path is not None:
+            query += " AND path = ?"
+            args.append(path)
+        if job_id is not None:
+            query += " AND job_id = ?"
+            args.append(job_id)
+        if persistent is not None:
+            query += " AND persistent = ?"
+            args.append(int(bool(persistent)))
+        with self.lock:
+            rows = self.db.execute(query, args).fetchall()
+        return [{"path": r[0], "bucket": r[1], "key": r[2], "etag": r[3], "cache_path": r[4],
+                 "persistent": bool(r[5]), "job_id": r[6]} for r in rows]
+
+    def pinned_cache_paths(self):
+        with self.lock:
+            return {r[0] for r in self.db.execute("SELECT cache_path FROM surfaced WHERE cache_path IS NOT NULL")}

@@ -1,0 +1,104 @@
+"""Entry point and supervisor: ``python -m visionsuit_gpu_agent [--config PATH] [--check-config]``.
+
+``--check-config`` validates the file and exits 0 (valid) or 1 (one line per bad key on stderr); the role
+runs it as the ``validate`` command of the config template, so a bad value never reaches a running agent.
+
+Serving: the HTTP server runs in the main thread's care, the worker, callback and health threads beside it.
+SIGTERM/SIGINT stop taking jobs, wait up to ``jobs.shutdown_grace`` seconds for the running job and exit 0;
+a job cut short is run again at the next start (see :mod:`.jobs`). If a worker thread dies the supervisor
+exits 1 so that systemd restarts the agent.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from . import __version__
+from .config import DEFAULT_PATH, ConfigError, load
+
+log = logging.getLogger("visionsuit_gpu_agent")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="visionsuit-gpu-agent", description="VisionSuit GPU agent (render jobs "
+                                "from the dispatcher, assets from MinIO, rendering by ComfyUI).")
+    p.add_argument("--config", default=DEFAULT_PATH, help="configuration file (default %(default)s)")
+    p.add_argument("--check-config", action="store_true", help="validate the configuration and exit 0/1")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--version", action="version", version="%(prog)s " + __version__)
+    return p
+
+
+def check_config(path, out=sys.stdout, err=sys.stderr):
+    try:
+        cfg = load(path)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(f"{path}: {line}", file=err)
+        print(f"{path}: {len(exc.problems)} problem(s); configuration rejected", file=err)
+        return 1
+    print("{}: configuration OK (listen {}:{}, MinIO {}, ComfyUI {})".format(
+        path, cfg["server.listen"], cfg["server.port"], cfg["minio.endpoint"], cfg["comfyui.url"]), file=out)
+    return 0
+
+
+def serve(cfg, ready=None, stop_event=None):
+    """Run the agent until ``stop_event`` is set (or a signal arrives). Returns the exit status."""
+    from .server import make_server
+    from .worker import Agent
+
+    # Many short request threads: switching the GIL more often keeps /healthz latency low under load.
+    sys.setswitchinterval(0.001)
+    agent = Agent(cfg).start()
+    httpd = make_server(agent)
+    stop_event = stop_event or threading.Event()
+    t = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="agent-http", daemon=True)
+    t.start()
+    host, port = httpd.server_address[:2]
+    log.info("visionsuit-gpu-agent %s listening on %s://%s:%d (ComfyUI %s, MinIO %s)", __version__,
+             "https" if cfg["server.tls_cert"] else "http", host, port, cfg["comfyui.url"], cfg["minio.endpoint"])
+    if ready is not None:
+        ready(agent, httpd)
+    status = 0
+    while not stop_event.wait(0.5):
+        if not agent.alive() or not t.is_alive():
+            log.error("an agent thread died; exiting so that systemd restarts the agent")
+            status = 1
+            break
+    log.info("stopping: no new jobs; waiting up to %ss for the running one", cfg["jobs.shutdown_grace"])
+    httpd.shutdown()
+    httpd.server_close()
+    if not agent.stop():
+        log.warning("job %s still running at exit: it runs again at the next start", agent.current)
+    agent.store.close()
+    return status
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level), stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if args.check_config:
+        return check_config(args.config)
+    try:
+        cfg = load(args.config)
+    except ConfigError as exc:
+        for line in exc.problems:
+            log.error("%s: %s", args.config, line)
+        return 1
+    stop = threading.Event()
+
+    def on_signal(signum, _frame):
+        log.info("signal %d received", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return serve(cfg, stop_event=stop)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,462 @@
+"""The agent: job queue, the job pipeline (stage -> render -> upload -> clean up), callbacks, health probe.
+
+One worker thread runs one job at a time (a node has one GPU; ComfyUI itself runs one prompt at a time).
+The queue is bounded by ``jobs.max_queue``; jobs are taken in the order they were accepted.
+"""
+from __future__ import annotations
+
+import collections
+import glob
+import hashlib
+import hmac
+import json
+import logging
+import mimetypes
+import os
+import shutil
+import ssl
+import threading
+import time
+import traceback
+import urllib.error
+import urllib.request
+
+from visionsuit_gpuworker import comfy_client, s3sync
+from visionsuit_gpuworker.errors import GpuWorkerError
+from visionsuit_gpuworker.s3client import S3Client
+
+from . import __version__
+from .envelope import normalize, validate
+from .jobs import ACTIVE, JobStore
+from .metrics import Metrics
+from .staging import Stager, prepare_output_dir, remove_tree
+from .workflow import OUTPUT_SUBDIR, WorkflowError, build, load_template
+
+log = logging.getLogger("visionsuit_gpu_agent")
+
+
+class InvalidEnvelope(Exception):
+    def __init__(self, problems):
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+class QueueFull(Exception):
+    pass
+
+
+class Conflict(Exception):
+    pass
+
+
+class JobFailed(Exception):
+    """A job failure with the reason shown to the dispatcher."""
+
+
+def _reason(err):
+    if isinstance(err, GpuWorkerError):
+        return str(err)
+    if isinstance(err, (WorkflowError, JobFailed)):
+        return str(err)
+    if isinstance(err, OSError):
+        return f"{err.strerror or type(err).__name__}: {err.filename or err}"
+    return f"internal error: {type(err).__name__}: {err}"
+
+
+class Agent:
+    def __init__(self, cfg, s3=None):
+        self.cfg = cfg
+        os.makedirs(cfg["state_dir"], exist_ok=True)
+        os.makedirs(cfg.cache_dir, exist_ok=True)
+        self.store = JobStore(cfg.db_path)
+        self.metrics = Metrics()
+        self.s3 = s3 or S3Client(cfg["minio.endpoint"], cfg["minio.access_key"], cfg["minio.secret_key"],
+                                 region=cfg["minio.region"], ca_bundle=cfg["minio.ca_bundle"] or None,
+                                 validate_certs=cfg["minio.validate_certs"], timeout=cfg["minio.timeout"],
+                                 retries=cfg["minio.retries"], backoff=cfg["minio.backoff"],
+                                 max_backoff=max(1.0, cfg["minio.backoff"] * 16))
+        self.stager = Stager(cfg, self.s3, self.store, self.metrics, log)
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
+        self.queue = collections.deque()
+        self.current = None
+        self.stopping = threading.Event()
+        self.comfy_reachable = None
+        self.comfy_checked_at = None
+        self.started_at = time.time()
+        self.threads = []
+        self.callbacks = collections.deque()
+        self.callback_cond = threading.Condition()
+        self._durations = collections.deque(maxlen=20)
+        self.metrics.gauge("queue_depth", lambda: len(self.queue))
+        self.metrics.gauge("busy", lambda: 1 if self.current else 0)
+        self.metrics.gauge("comfyui_up", lambda: 1 if self.comfy_reachable else 0)
+        self.metrics.gauge("s3_requests_total", lambda: {(("operation", k),): v for k, v in self.s3.stats.items()})
+        self._health_cache = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self, threads=True):
+        """Recover after a restart, then start the worker, callback and health threads."""
+        requeued, failed = self.store.recover()
+        for job_id in requeued + failed:
+            for path in glob.glob(os.path.join(glob.escape(self.cfg["comfyui.output_dir"]), OUTPUT_SUBDIR,
+                                               glob.escape(job_id) + ".a*")):
+                remove_tree(path)
+        self.stager.cleanup(None)
+        self.store.purge(self.cfg["jobs.retention_hours"] * 3600)
+        for job_id in requeued:
+            log.warning("job %s was interrupted by a restart: running it once more", job_id)
+        for job_id in failed:
+            log.error("job %s was interrupted by a restart twice: marked failed", job_id)
+            self.metrics.inc("jobs_total", outcome="failed")
+        with self.lock:
+            self.queue.extend(self.store.queued_ids())
+        for job_id in self.store.pending_callbacks():
+            self._queue_callback(job_id)
+        if threads:
+            for target, name in ((self._worker_loop, "worker"), (self._callback_loop, "callbacks"),
+                                 (self._health_loop, "health")):
+                t = threading.Thread(target=target, name="agent-" + name, daemon=True)
+                t.start()
+                self.threads.append(t)
+        return self
+
+    def stop(self, grace=None):
+        """Stop taking jobs; wait up to ``grace`` seconds for the running one. True when idle at return."""
+        grace = self.cfg["jobs.shutdown_grace"] if grace is None else grace
+        self.stopping.set()
+        with self.cond:
+            self.cond.notify_all()
+        with self.callback_cond:
+            self.callback_cond.notify_all()
+        deadline = time.time() + grace
+        while self.current is not None and time.time() < deadline:
+            time.sleep(0.05)
+        return self.current is None
+
+    def alive(self):
+        return all(t.is_alive() for t in self.threads) or self.stopping.is_set()
+
+    # ------------------------------------------------------------------ API used by the handler
+    def health(self):
+        with self.lock:
+            current = self.current
+            depth = len(self.queue)
+        return {"status": "ok", "busy": current is not None, "current_job": current, "queue_depth": depth,
+                "max_queue": self.cfg["jobs.max_queue"], "comfyui_reachable": self.comfy_reachable,
+                "comfyui_checked_at": self.comfy_checked_at, "version": __version__,
+                "uptime_s": round(time.time() - self.started_at, 1)}
+
+    def get_job(self, job_id):
+        return self.store.get(job_id)
+
+    def submit(self, envelope):
+        """Validate and queue; returns (job document, created). Raises InvalidEnvelope/QueueFull/Conflict."""
+        problems = validate(envelope)
+        if problems:
+            raise InvalidEnvelope(problems)
+        spec = normalize(envelope, self.cfg)
+        spec["request"] = envelope
+        job_id = spec["job_id"]
+        with self.cond:
+            existing = self.store.spec(job_id)
+            if existing is not None:
+                if existing.get("request") != envelope:
+                    raise Conflict(f"job_id {job_id} was already used with a different envelope")
+                return self.store.get(job_id), False
+            if len(self.queue) >= self.cfg["jobs.max_queue"] or self.stopping.is_set():
+                raise QueueFull(f"the queue holds {len(self.queue)} job(s), the most it takes (jobs.max_queue)")
+            now = time.time()
+            doc = {"job_id": job_id, "state": "queued", "created_at": now, "updated_at": now, "started_at": None,
+                   "finished_at": None, "attempts": 0, "progress": None, "timings": {}, "outputs": [],
+                   "output_keys": [], "assets": [], "error": None, "error_phase": None, "prompt_id": None,
+                   "seed": spec["parameters"]["seed"], "notes": [], "marks": {"accepted": now},
+                   "callback": {"url": spec["callback_url"], "state": "pending", "attempts": 0,
+                                "last_error": None} if spec["callback_url"] else None}
+            doc, created = self.store.add(spec, doc)
+            if created:
+                self.queue.append(job_id)
+                self.cond.notify_all()
+        self.metrics.inc("jobs_accepted_total")
+        log.info("job %s accepted (%d queued)", job_id, len(self.queue))
+        return self.store.get(job_id), True
+
+    def retry_after(self):
+        """Seconds a client should wait when the queue is full (mean recent job time, bounded)."""
+        mean = sum(self._durations) / len(self._durations) if self._durations else self.cfg["jobs.retry_after"]
+        return int(min(3600, max(1, round(mean))))
+
+    # ------------------------------------------------------------------ worker
+    def _worker_loop(self):
+        while not self.stopping.is_set():
+            with self.cond:
+                while not self.queue and not self.stopping.is_set():
+                    self.cond.wait(1.0)
+                if self.stopping.is_set():
+                    return
+                job_id = self.queue.popleft()
+                self.current = job_id
+            try:
+                self.run_job(job_id)
+            except Exception:  # noqa: BLE001 - the worker must survive anything a job does
+                log.error("job %s: unexpected error\n%s", job_id, traceback.format_exc())
+            finally:
+                with self.lock:
+                    self.current = None
+
+    def run_job(self, job_id):
+        spec = self.store.spec(job_id)
+        attempt = self.store.start_attempt(job_id)
+        started = time.time()
+        doc = self.store.get(job_id)
+        timings = {"queued_s": round(started - doc["created_at"], 3)}
+        marks = dict(doc.get("marks") or {}, started=started)
+        transfer = {"download_s": 0.0, "upload_s": 0.0}
+        self.store.update(job_id, state="staging", started_at=started, timings=timings, marks=marks, error=None,
+                          error_phase=None, progress=None)
+        log.info("job %s: staging (attempt %d)", job_id, attempt)
+        phase, failure, t_phase = "staging", None, time.time()
+        run_dir = f"{job_id}.a{attempt}"
+        job_dir = os.path.join(self.cfg["comfyui.output_dir"], OUTPUT_SUBDIR, run_dir)
+        try:
+            staged = self.stager.stage(job_id, spec["base_models"] + spec["loras"])
+            transfer["download_s"] = round(sum(a["seconds"] for a in staged if not a["cached"]), 4)
+            assets = [{k: a[k] for k in ("kind", "bucket", "key", "name", "cached", "persist", "original_filename")}
+                      for a in staged]
+            timings["staging_s"] = round(time.time() - t_phase, 3)
+            self.metrics.observe("phase_seconds", timings["staging_s"], phase="staging")
+
+            phase, t_phase = "rendering", time.time()
+            checkpoints = [a["name"] for a in staged if a["kind"] == "checkpoint"]
+            loras = [{"name": a["name"], "strength": a["strength"], "strength_clip": a["strength_clip"]}
+                     for a in staged if a["kind"] == "lora"]
+            wf_spec = spec["workflow"]
+            template = wf_spec["inline"] if "inline" in wf_spec else load_template(wf_spec["template"])
+            workflow = build(template, spec["parameters"], checkpoints, loras, job_id, run_dir)
+            prepare_output_dir(self.cfg["comfyui.output_dir"], OUTPUT_SUBDIR, run_dir)
+            self.store.update(job_id, state="rendering", assets=assets, timings=timings,
+                              progress={"value": 0, "max": None, "fraction": 0.0, "node": None})
+            result = self._render(job_id, workflow, spec["timeout"], marks)
+            timings["rendering_s"] = round(time.time() - t_phase, 3)
+            if result.get("timings", {}).get("execution_s") is not None:
+                timings["comfyui_execution_s"] = result["timings"]["execution_s"]
+            self.metrics.observe("phase_seconds", timings["rendering_s"], phase="rendering")
+
+            phase, t_phase = "uploading", time.time()
+            self.store.update(job_id, state="uploading", timings=timings, marks=marks,
+                              progress={"value": 1, "max": 1, "fraction": 1.0, "node": None})
+            outputs, upload_s = self._upload(job_id, spec, result, job_dir)
+            transfer["upload_s"] = upload_s
+            marks["uploaded"] = time.time()
+            timings["uploading_s"] = round(time.time() - t_phase, 3)
+            self.metrics.observe("phase_seconds", timings["uploading_s"], phase="uploading")
+            self.store.update(job_id, outputs=outputs, output_keys=[o["key"] for o in outputs])
+        except Exception as err:  # noqa: BLE001 - every failure ends the job with a reason
+            failure = f"{phase} failed: {_reason(err)}"
+            if not isinstance(err, (GpuWorkerError, WorkflowError, JobFailed)):
+                log.error("job %s: %s\n%s", job_id, failure, traceback.format_exc())
+            else:
+                log.warning("job %s: %s", job_id, failure)
+        # clean-up runs whatever happened
+        t_clean = time.time()
+        try:
+            self.stager.cleanup(job_id)
+            if not self.cfg["jobs.keep_outputs"]:
+                remove_tree(job_dir)
+            self.stager.evict()
+        except Exception as err:  # noqa: BLE001 - a clean-up problem is reported, the agent goes on
+            log.error("job %s: clean-up failed: %s", job_id, err)
+            if failure is None:
+                failure = f"cleanup failed: {_reason(err)}"
+                phase = "cleanup"
+        timings["cleanup_s"] = round(time.time() - t_clean, 3)
+        self.metrics.observe("phase_seconds", timings["cleanup_s"], phase="cleanup")
+        self.metrics.observe("phase_seconds", timings["queued_s"], phase="queued")
+        finished = time.time()
+        timings["total_s"] = round(finished - started, 3)
+        marks["finished"] = finished
+        self._durations.append(finished - started)
+        state = "failed" if failure else "done"
+        self.store.update(job_id, state=state, finished_at=finished, timings=timings, marks=marks,
+                          transfer=transfer, error=failure, error_phase=phase if failure else None,
+                          progress=None if failure else {"value": 1, "max": 1, "fraction": 1.0, "node": None})
+        self.metrics.inc("jobs_total", outcome=state)
+        log.info("job %s: %s in %.2fs%s", job_id, state, finished - started, (": " + failure) if failure else "")
+        if spec.get("callback_url"):
+            self._queue_callback(job_id)
+
+    def _comfy(self):
+        return comfy_client.ComfyClient(self.cfg["comfyui.url"], timeout=self.cfg["comfyui.timeout"])
+
+    def _render(self, job_id, workflow, timeout, marks):
+        client = self._comfy()
+        ws = None
+        prompt_id = None
+        retries = self.cfg["comfyui.submit_retries"]
+        for attempt in range(retries + 1):
+            try:
+                try:
+                    ws = client.connect_ws()
+                except (OSError, comfy_client.WebSocketClosed, ValueError):
+                    ws = None
+                prompt_id = client.submit(workflow)
+                break
+            except comfy_client.ComfyConnectionError as err:
+                if ws is not None:
+                    ws.close()
+                    ws = None
+                if attempt >= retries or self.stopping.is_set():
+                    raise JobFailed("ComfyUI is unreachable at {} after {} attempt(s): {}".format(
+                        self.cfg["comfyui.url"], attempt + 1, err.message)) from err
+                time.sleep(self.cfg["comfyui.retry_delay"] * (2 ** attempt))
+        marks["submitted"] = time.time()
+        self.store.update(job_id, prompt_id=prompt_id, marks=marks)
+
+        def on_progress(event):
+            if event.get("type") == "progress" and event.get("max"):
+                value, top = event.get("value") or 0, event["max"]
+                self.store.update(job_id, persist=False, progress={
+                    "value": value, "max": top, "fraction": round(min(1.0, value / float(top)), 4),
+                    "node": event.get("node")})
+            elif event.get("type") == "executing" and event.get("node"):
+                doc = self.store.get(job_id)
+                progress = dict(doc.get("progress") or {}, node=event.get("node"))
+                self.store.update(job_id, persist=False, progress=progress)
+
+        try:
+            result = client.wait(prompt_id, timeout=timeout, interval=self.cfg["comfyui.poll_interval"],
+                                 on_progress=on_progress, ws=ws,
+                                 unreachable_grace=self.cfg["comfyui.unreachable_grace"])
+        except comfy_client.WorkflowTimeoutError:
+            try:
+                client.interrupt()
+            except GpuWorkerError:
+                pass
+            raise
+        except comfy_client.ComfyConnectionError as err:
+            raise JobFailed(f"lost ComfyUI while rendering (crashed or stopped?): {err.message}") from err
+        marks["comfy_done"] = time.time()
+        comfy_client.raise_for_result(result)
+        return result
+
+    def _upload(self, job_id, spec, result, job_dir):
+        out_root = os.path.realpath(self.cfg["comfyui.output_dir"])
+        job_real = os.path.realpath(job_dir)
+        rels = []
+        for out in result.get("outputs") or []:
+            if not out.get("filename") or (out.get("type") or "output") != "output":
+                continue
+            src = os.path.realpath(os.path.join(out_root, out.get("subfolder") or "", out["filename"]))
+            if os.path.commonpath([src, out_root]) != out_root:
+                raise JobFailed("ComfyUI reported an output outside its output folder: {}".format(out["filename"]))
+            if os.path.commonpath([src, job_real]) == job_real:
+                rel = os.path.relpath(src, job_real).replace(os.sep, "/")
+            else:  # an output node that ignored filename_prefix: bring the file into the job folder
+                rel = out["filename"]
+                n = 1
+                while os.path.lexists(os.path.join(job_real, rel)):
+                    n += 1
+                    stem, ext = os.path.splitext(out["filename"])
+                    rel = f"{stem}_{n}{ext}"
+                shutil.copyfile(src, os.path.join(job_real, rel))
+            if not os.path.isfile(os.path.join(job_real, rel)):
+                raise JobFailed(f"ComfyUI reported output {rel} but the file is not there")
+            if rel not in rels:
+                rels.append(rel)
+        if not rels:
+            raise JobFailed("the workflow produced no output files")
+        bucket, prefix = spec["output"]["bucket"], spec["output"]["prefix"]
+        res = s3sync.upload(self.s3, bucket, prefix, job_real, include=[glob.escape(r) for r in rels],
+                            metadata={"visionsuit-job-id": job_id}, workers=self.cfg["minio.workers"])
+        self.metrics.inc("uploaded_bytes_total", res["bytes"])
+        outputs = []
+        for rel in rels:
+            path = os.path.join(job_real, rel)
+            outputs.append({"bucket": bucket, "key": s3sync.relpath_to_key(rel, prefix), "size": os.path.getsize(path),
+                            "content_type": mimetypes.guess_type(rel)[0] or "application/octet-stream"})
+        return outputs, res["seconds"]
+
+    # ------------------------------------------------------------------ callbacks
+    def _queue_callback(self, job_id):
+        with self.callback_cond:
+            self.callbacks.append(job_id)
+            self.callback_cond.notify_all()
+
+    def _callback_loop(self):
+        while not self.stopping.is_set():
+            with self.callback_cond:
+                while not self.callbacks and not self.stopping.is_set():
+                    self.callback_cond.wait(1.0)
+                if self.stopping.is_set():
+                    return
+                job_id = self.callbacks.popleft()
+            try:
+                self.deliver_callback(job_id)
+            except Exception:  # noqa: BLE001 - never let one callback stop the others
+                log.error("callback of job %s: %s", job_id, traceback.format_exc())
+
+    def deliver_callback(self, job_id):
+        """POST the job document to its callback URL: retried with exponential backoff, bounded."""
+        spec = self.store.spec(job_id)
+        doc = self.store.get(job_id)
+        if not spec or not spec.get("callback_url") or doc is None:
+            return False
+        url = spec["callback_url"]
+        attempts = self.cfg["callback.attempts"]
+        context = None
+        if url.startswith("https://"):
+            context = ssl.create_default_context(cafile=self.cfg["callback.ca_bundle"] or None)
+        last_error = None
+        for attempt in range(attempts):
+            doc = self.store.get(job_id)
+            doc["callback"] = dict(doc.get("callback") or {}, attempts=attempt + 1, state="delivering")
+            body = json.dumps(doc, sort_keys=True).encode("utf-8")
+            sig = hmac.new(self.cfg["server.api_token"].encode("utf-8"), body, hashlib.sha256).hexdigest()
+            req = urllib.request.Request(url, data=body, method="POST", headers={
+                "Content-Type": "application/json", "User-Agent": f"visionsuit-gpu-agent/{__version__}",
+                "X-VisionSuit-Job-Id": job_id, "X-VisionSuit-Signature": "sha256=" + sig})
+            status = None
+            try:
+                with urllib.request.urlopen(req, timeout=self.cfg["callback.timeout"], context=context) as resp:
+                    status = resp.status
+                    resp.read(65536)
+            except urllib.error.HTTPError as err:
+                status = err.code
+                last_error = f"HTTP {err.code}"
+            except (OSError, ValueError) as err:
+                last_error = str(getattr(err, "reason", None) or err)
+            if status is not None and 200 <= status < 300:
+                self.store.update(job_id, callback=dict(doc["callback"], state="delivered", last_error=None))
+                self.store.set_callback_state(job_id, "delivered")
+                self.metrics.inc("callbacks_total", result="delivered")
+                return True
+            if status is not None and 400 <= status < 500 and status not in (408, 425, 429):
+                break  # the dispatcher refuses it: retrying does not help
+            if attempt + 1 < attempts and not self.stopping.is_set():
+                self.stopping.wait(min(self.cfg["callback.max_backoff"], self.cfg["callback.backoff"] * (2 ** attempt)))
+            if self.stopping.is_set():
+                return False  # still pending: sent again after the restart
+        self.store.update(job_id, callback=dict(doc["callback"], state="failed", last_error=last_error))
+        self.store.set_callback_state(job_id, "failed")
+        self.metrics.inc("callbacks_total", result="failed")
+        log.warning("callback of job %s to %s failed: %s", job_id, url.split("?")[0], last_error)
+        return False
+
+    # ------------------------------------------------------------------ ComfyUI health
+    def probe_comfy(self):
+        try:
+            comfy_client.ComfyClient(self.cfg["comfyui.url"], timeout=2.0).system_stats()
+            ok = True
+        except GpuWorkerError:
+            ok = False
+        self.comfy_reachable = ok
+        self.comfy_checked_at = time.time()
+        return ok
+
+    def _health_loop(self):
+        while not self.stopping.is_set():
+            self.probe_comfy()
+            self.stopping.wait(self.cfg["comfyui.health_interval"])
+
+
+__all__ = ["Agent", "InvalidEnvelope", "QueueFull", "Conflict", "ACTIVE"]
