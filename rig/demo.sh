@@ -62,13 +62,15 @@ up() {
   fi; done_step
 
   python3 - "$state" "$git_url" "$version" "$torch" <<'PY'
-import json, os, sys
+import json, os, secrets, sys
 state, url, version, torch = sys.argv[1:5]
 m = json.load(open(os.path.join(state, "minio", "minio.json")))
 v = {
     "comfyui_git_url": url, "comfyui_version": version, "comfyui_torch_packages": json.loads(torch),
     "visionsuit_minio_endpoint": "http://host.containers.internal:%d" % m["port"],
     "visionsuit_minio_access_key": m["access_key"], "visionsuit_minio_secret_key": m["secret_key"],
+    "gpu_agent_api_token": secrets.token_urlsafe(24),
+    "comfyui_listen": "0.0.0.0",
 }
 fd = os.open(os.path.join(state, "demo-vars.yml"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
 with os.fdopen(fd, "w") as f:
@@ -80,12 +82,13 @@ PY
     | sed 's/^/   /'
   done_step
 
-  if [ -x "$root/rig/demo-story.sh" ]; then "$root/rig/demo-story.sh" "$name" "$state"; fi
+  python3 "$root/rig/demo_story.py" "$name" "$state" "$AGENT_PORT"
 
   cat <<MSG
 
 == Done: a provisioned worker is running.
    ComfyUI:     http://127.0.0.1:$COMFY_PORT/system_stats  (inside: 127.0.0.1:8188)
+   Agent:       http://127.0.0.1:$AGENT_PORT/healthz  (token: gpu_agent_api_token in $state/demo-vars.yml)
    MinIO:       see $state/minio/minio.json (endpoint and keys, mode 0600)
    Shell:       podman exec -it $name bash
    Node config: podman exec $name cat /etc/comfyui/minio.env
