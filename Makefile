@@ -24,6 +24,8 @@ export ANSIBLE_FORCE_COLOR := 0
 export PY_COLORS := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
+
+.PHONY: bench-s3 bench-agent bench-provision
 .PHONY: help setup system-deps venv rig lint ruff yamllint ansible-lint sanity build-collection \
 	pytest unit integration molecule test demo demo-clean clean
 
@@ -113,6 +115,16 @@ molecule: rig
 
 test: setup lint sanity pytest molecule
 	@echo ">> all gates passed"
+
+## ---- benchmarks (figures and ratios, never pass/fail) -------------------------------------------
+bench-s3: rig
+	python3 benchmarks/s3_sync.py
+
+bench-agent: rig
+	python3 benchmarks/agent_overhead.py
+
+bench-provision: rig
+	python3 benchmarks/provision.py
 
 ## ---- demo ---------------------------------------------------------------------------------------
 demo: setup

@@ -520,13 +520,17 @@ class S3Client:
         resp = self.request("HeadObject", "HEAD", bucket, key, query=query, headers=headers, ok=(200, 206))
         return _object_info(resp)
 
-    def get_object(self, bucket, key, write, start=0, end=None, etag=None, cancelled=None):
+    def get_object(self, bucket, key, write, start=0, end=None, etag=None, cancelled=None, checksum_mode=False,
+                   on_headers=None, buffer=None):
         """Stream an object (or the byte range ``start..end`` inclusive) to ``write(position, data)``.
 
         ``position`` is the absolute offset in the object. A connection lost mid-body is retried from the
         byte where it stopped (``If-Match: etag`` guards against the object changing in between). Memory use
-        is one chunk. ``cancelled()`` returning true stops the transfer. Returns the object info dict of the
-        first reply.
+        is one chunk. ``cancelled()`` returning true stops the transfer. ``checksum_mode`` asks for the object's
+        ``x-amz-checksum-*`` headers (a GET of the whole object returns them). ``on_headers(info)`` is called
+        with the object info of the first reply before its body is read. ``buffer`` (a writable buffer, e.g. a
+        page-aligned ``mmap``): the body is read into it and ``write`` gets a memoryview of it, valid only during the
+        call (no allocation per chunk). Returns that info dict.
         """
         state = {"pos": start, "info": None}
 
@@ -536,6 +540,8 @@ class S3Client:
                 h["range"] = "bytes=%d-%s" % (state["pos"], "" if end is None else end)
             if etag:
                 h["if-match"] = '"%s"' % etag
+            if checksum_mode:
+                h["x-amz-checksum-mode"] = "ENABLED"
             return h
 
         def consume(reply, raw):
@@ -544,10 +550,16 @@ class S3Client:
                     self.endpoint, self._what(bucket, key)))
             if state["info"] is None:
                 state["info"] = _object_info(reply)
+                if on_headers is not None:
+                    on_headers(state["info"])
+            view = memoryview(buffer) if buffer is not None else None
             while True:
                 if cancelled is not None and cancelled():
                     raise Cancelled("transfer of %s cancelled" % self._what(bucket, key))
-                data = raw.read(CHUNK)
+                if view is None:
+                    data = raw.read(CHUNK)
+                else:
+                    data = view[:raw.readinto(view)]
                 if not data:
                     break
                 try:
@@ -566,36 +578,63 @@ class S3Client:
                 self._what(bucket, key), start, state["pos"] - 1, start, end))
         return state["info"] or {}
 
-    def put_object(self, bucket, key, body, content_type=None, metadata=None, content_md5=None):
-        """Upload ``body`` (bytes or :class:`FileSlice`) in one request; returns the ETag."""
+    def put_object(self, bucket, key, body, content_type=None, metadata=None, content_md5=None, checksum_crc32=None):
+        """Upload ``body`` (bytes or :class:`FileSlice`) in one request; returns the ETag.
+
+        ``checksum_crc32`` (base64, see :func:`crc32_b64`) is sent as ``x-amz-checksum-crc32``: the server checks it
+        and stores it as the object's full-object checksum, which downloads then verify against.
+        """
         headers = _put_headers(content_type, metadata)
         if content_md5:
             headers["content-md5"] = content_md5
+        if checksum_crc32:
+            headers["x-amz-checksum-crc32"] = checksum_crc32
         resp = self.request("PutObject", "PUT", bucket, key, headers=headers, body=body)
         return resp.etag
 
-    def create_multipart_upload(self, bucket, key, content_type=None, metadata=None):
-        resp = self.request("CreateMultipartUpload", "POST", bucket, key, query={"uploads": ""},
-                            headers=_put_headers(content_type, metadata))
+    def create_multipart_upload(self, bucket, key, content_type=None, metadata=None, checksum_algorithm=None,
+                                checksum_type=None):
+        """Start a multipart upload; returns the upload id. ``checksum_algorithm="CRC32"`` with
+        ``checksum_type="FULL_OBJECT"`` makes the server keep a CRC32 of the whole object (parts then carry
+        ``checksum_crc32`` and :meth:`complete_multipart_upload` the combined value)."""
+        headers = _put_headers(content_type, metadata)
+        if checksum_algorithm:
+            headers["x-amz-checksum-algorithm"] = checksum_algorithm
+        if checksum_type:
+            headers["x-amz-checksum-type"] = checksum_type
+        resp = self.request("CreateMultipartUpload", "POST", bucket, key, query={"uploads": ""}, headers=headers)
         root = _parse_xml(resp.body)
         upload_id = _xml_text(root, "UploadId") if root is not None else None
         if not upload_id:
             raise GpuWorkerError("MinIO at %s returned no UploadId for %s" % (self.endpoint, self._what(bucket, key)))
         return upload_id
 
-    def upload_part(self, bucket, key, upload_id, part_number, body, content_md5=None):
-        headers = {"content-md5": content_md5} if content_md5 else None
+    def upload_part(self, bucket, key, upload_id, part_number, body, content_md5=None, checksum_crc32=None):
+        headers = {}
+        if content_md5:
+            headers["content-md5"] = content_md5
+        if checksum_crc32:
+            headers["x-amz-checksum-crc32"] = checksum_crc32
         query = {"partNumber": str(part_number), "uploadId": upload_id}
-        resp = self.request("UploadPart", "PUT", bucket, key, query=query, headers=headers, body=body)
+        resp = self.request("UploadPart", "PUT", bucket, key, query=query, headers=headers or None, body=body)
         return resp.etag
 
-    def complete_multipart_upload(self, bucket, key, upload_id, parts):
-        """``parts``: list of (part_number, etag). Returns the final ETag."""
-        xml = "".join("<Part><PartNumber>%d</PartNumber><ETag>\"%s\"</ETag></Part>" % (n, _xml_escape(e))
-                      for n, e in sorted(parts))
-        body = ("<CompleteMultipartUpload>%s</CompleteMultipartUpload>" % xml).encode("utf-8")
+    def complete_multipart_upload(self, bucket, key, upload_id, parts, checksum_crc32=None, checksum_type=None):
+        """``parts``: list of (part_number, etag) or (part_number, etag, part_crc32_b64). ``checksum_crc32``: the
+        CRC32 of the whole object (base64) for a ``FULL_OBJECT`` upload. Returns the final ETag."""
+        xml = []
+        for part in sorted(parts):
+            crc = "<ChecksumCRC32>%s</ChecksumCRC32>" % _xml_escape(part[2]) if len(part) > 2 and part[2] else ""
+            xml.append("<Part><PartNumber>%d</PartNumber><ETag>\"%s\"</ETag>%s</Part>" % (
+                part[0], _xml_escape(part[1]), crc))
+        body = ("<CompleteMultipartUpload>%s</CompleteMultipartUpload>" % "".join(xml)).encode("utf-8")
+        headers = {}
+        if checksum_crc32:
+            headers["x-amz-checksum-crc32"] = checksum_crc32
+        if checksum_type:
+            headers["x-amz-checksum-type"] = checksum_type
         resp = self.request("CompleteMultipartUpload", "POST", bucket, key, query={"uploadId": upload_id},
-                            body=body)
+                            body=body, headers=headers or None)
         root = _parse_xml(resp.body)
         if root is None or _strip_ns(root.tag) == "Error":
             code = _xml_text(root, "Code", "") if root is not None else "unreadable reply"
@@ -627,6 +666,11 @@ class S3Client:
                 if _strip_ns(child.tag) == "Error":
                     raise GpuWorkerError("deleting '%s' from bucket '%s' on %s failed: %s" % (
                         _xml_text(child, "Key", "?"), bucket, self.endpoint, _xml_text(child, "Code", "?")))
+
+
+def crc32_b64(value):
+    """A CRC32 (``zlib.crc32`` value) as the base64 text of ``x-amz-checksum-crc32``."""
+    return base64.b64encode((value & 0xFFFFFFFF).to_bytes(4, "big")).decode("ascii")
 
 
 def _put_headers(content_type, metadata):

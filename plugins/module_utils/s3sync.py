@@ -64,6 +64,7 @@ import fnmatch
 import hashlib
 import json
 import mimetypes
+import mmap
 import os
 import shutil
 import stat
@@ -73,7 +74,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 from .errors import GpuWorkerError, TransientError
-from .s3client import Cancelled, FileSlice
+from .s3client import Cancelled, FileSlice, crc32_b64
 
 MiB = 1024 * 1024
 STATE_FILE = ".visionsuit-sync.json"
@@ -86,6 +87,10 @@ MIN_UPLOAD_PART_SIZE = 5 * MiB
 MAX_PARTS = 10000
 INTEGRITY_EXIT_CODE = 4
 READ_CHUNK = MiB
+FLUSH_BYTES = 256 * MiB
+DIRECT_ALIGN = 4096
+DIRECT_MIN_SIZE = 256 * 1024
+MAX_INLINE_PART = 256 * MiB
 COMMON_PART_SIZES_MIB = (5, 6, 8, 10, 15, 16, 25, 32, 50, 64, 100, 128, 256, 512, 1024)
 ORIGINAL_FILENAME = "original-filename"
 _STATE_VERSION = 1
@@ -242,6 +247,48 @@ class _Checksum:
         if self.h is not None:
             return base64.b64encode(self.h.digest()).decode("ascii")
         return base64.b64encode((self.crc & 0xFFFFFFFF).to_bytes(4, "big")).decode("ascii")
+
+
+_CRC_POLY = 0xEDB88320
+
+
+def _crc_multmodp(a, b):
+    """a * b modulo the CRC-32 polynomial (reflected bit order, as in zlib's crc32.c)."""
+    m = 1 << 31
+    p = 0
+    while m:
+        if a & m:
+            p ^= b
+            if not a & (m - 1):
+                break
+        m >>= 1
+        b = (b >> 1) ^ _CRC_POLY if b & 1 else b >> 1
+    return p
+
+
+def _crc_x2n_table():
+    table = []
+    p = 1 << 30  # x^1
+    for _ in range(32):
+        table.append(p)
+        p = _crc_multmodp(p, p)
+    return table
+
+
+_CRC_X2N = _crc_x2n_table()
+
+
+def crc32_combine(crc1, crc2, len2):
+    """CRC32 of A+B from ``crc1`` = crc32(A), ``crc2`` = crc32(B) and ``len2`` = len(B) (zlib's crc32_combine)."""
+    p = 1 << 31  # x^0
+    k = 3  # x^(8 * len2): bytes to bits
+    n = len2
+    while n:
+        if n & 1:
+            p = _crc_multmodp(_CRC_X2N[k & 31], p)
+        n >>= 1
+        k += 1
+    return _crc_multmodp(p, crc1 & 0xFFFFFFFF) ^ (crc2 & 0xFFFFFFFF)
 
 
 def usable_checksum(checksums, checksum_type=None):
@@ -642,7 +689,100 @@ def _human(n):
 
 
 # ---------------------------------------------------------------------------------------------- download
+def _pwrite_all(fd, data, pos):
+    view = memoryview(data)
+    while len(view):
+        n = os.pwrite(fd, view, pos)
+        if n <= 0:
+            raise OSError(errno.EIO, "short write")
+        view = view[n:]
+        pos += n
+
+
+def _fsync_dir(folder):
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on folders; the file itself is already durable
+    finally:
+        os.close(fd)
+
+
+_THREAD = threading.local()
+
+
+def _thread_buffer():
+    """This thread's page-aligned receive buffer (reused for every chunk: no allocation per chunk)."""
+    buf = getattr(_THREAD, "buffer", None)
+    if buf is None:
+        buf = _THREAD.buffer = mmap.mmap(-1, READ_CHUNK)
+    return buf
+
+
+class _FileWriter:
+    """``pwrite`` into a temp file. Page-aligned chunks (offset and length; the receive buffer is page-aligned) go
+    through an ``O_DIRECT`` descriptor when the file system supports it: the data goes to the disk without filling
+    the page cache, so no dirty pages pile up for the final fsync and no fresh memory has to be faulted in (on a
+    VM that costs more than the network). Anything else, and every chunk after an ``EINVAL``, is written through
+    the page cache."""
+
+    def __init__(self, path, direct, create=False):
+        flags = os.O_WRONLY | (os.O_CREAT | os.O_TRUNC if create else 0)
+        self.fd = os.open(path, flags, 0o644)
+        self.dfd = None
+        if direct and hasattr(os, "O_DIRECT"):
+            try:
+                self.dfd = os.open(path, os.O_WRONLY | os.O_DIRECT)
+            except OSError:
+                self.dfd = None
+
+    def write(self, pos, data):
+        view = memoryview(data)
+        if self.dfd is not None and not pos % DIRECT_ALIGN and len(view) >= DIRECT_ALIGN:
+            cut = len(view) - len(view) % DIRECT_ALIGN
+            try:
+                _pwrite_all(self.dfd, view[:cut], pos)
+                pos += cut
+                view = view[cut:]
+            except OSError as err:
+                if err.errno != errno.EINVAL:
+                    raise
+                os.close(self.dfd)  # unaligned memory or a file system without O_DIRECT: page cache from now on
+                self.dfd = None
+        if len(view):
+            _pwrite_all(self.fd, view, pos)
+
+    def close(self):
+        if self.dfd is not None:
+            os.close(self.dfd)
+            self.dfd = None
+        os.close(self.fd)
+
+
 class _Download:
+    """One object: temp file, streamed verification, fsync, atomic rename, resumable ranges.
+
+    Requests: objects up to ``multipart_threshold`` with a plain (MD5) ETag take one GET and nothing else (its reply
+    carries the ``x-amz-checksum-*`` headers); bigger objects, multipart ETags and ``refresh`` take a HEAD first
+    (plus ``HEAD ?partNumber=1`` for a multipart ETag without a usable full-object checksum: the part size).
+
+    Verification of ranged downloads happens while the ranges stream, without reading the file back:
+
+    * ``crc32``: the object has a full-object CRC32 (what :func:`upload` stores); each range's CRC32 is computed in
+      its worker and the ranges' values are combined in order (:func:`crc32_combine`);
+    * ``parts``: a multipart ETag whose part size is known: the ranges follow the parts, each range's MD5 is
+      computed in its worker and the ETag is the MD5 of the part digests;
+    * ``sequential`` (anything else: a plain MD5 ETag, SHA checksums): completed ranges are hashed in order from the
+      (still cached) temp file as they complete, by whichever worker is free.
+
+    Ranges resumed from an earlier run, or whose stream was not contiguous, are hashed from the temp file: what the
+    checks cover is always what is on disk under the temp name before the rename.
+    """
+
     def __init__(self, run, pool, item, opts):
         self.run = run
         self.pool = pool
@@ -653,50 +793,80 @@ class _Download:
         self.path = item["path"]
         self.size = item["size"]
         self.etag = item["etag"]
+        self.info = item.get("info")
         self.opts = opts
         self.tmp, self.sidecar = _tmp_names(self.path)
         self.lock = threading.Lock()
-        self.done = set()
+        self.seq_lock = threading.Lock()
+        self.done = set()      # ranges recorded in the sidecar (data flushed) or resumed
+        self.written = set()   # ranges written in this run, not yet recorded in the sidecar
+        self.unflushed = 0
+        self.flushing = False
         self.remaining = 0
         self.ranges = []
-        self.info = None
+        self.digests = {}
+        self.mode = None
+        self.cursor = 0
+        self.seq = None
+        self.part_sizes = [opts["part_size"]]
         self.resumed = False
+        self.finished = False
         self.fetched = 0
 
-    # first unit: HEAD, then either one streamed GET here or ranged units in the pool
+    # first unit: (HEAD), then either one streamed GET here or ranged units in the pool
     def start(self):
-        try:
-            info = self.client.head_object(self.bucket, self.key)
-        except GpuWorkerError as err:
-            if err.details.get("status") == 404 and err.details.get("code") != "NoSuchBucket":
-                self.run.vanished(self.key)  # deleted since the listing: nothing to mirror
+        for attempt in (0, 1):
+            try:
+                self._start(refresh=attempt > 0)
                 return
-            raise
+            except GpuWorkerError as err:
+                status = err.details.get("status")
+                if status == 404 and err.details.get("code") != "NoSuchBucket" and not self.opts.get("pinned"):
+                    self.run.vanished(self.key)  # deleted since the listing: nothing to mirror
+                    return
+                if status == 412 and attempt == 0 and not self.opts.get("pinned"):
+                    continue  # replaced since the listing: look again and fetch the current version
+                raise
+
+    def _start(self, refresh):
         self._makedirs(os.path.dirname(self.path))
+        threshold = self.opts["multipart_threshold"]
+        if refresh:
+            self.info = None
+        if self.info is None and (refresh or self.size > threshold or etag_part_count(self.etag)):
+            self._head()
+        if self.size == 0 or self.size <= threshold:
+            self._single()
+        else:
+            self._ranged()
+
+    def _head(self):
+        info = self.client.head_object(self.bucket, self.key)
         if info.get("size") is not None:
             self.size = info["size"]
         if info.get("etag"):
             self.etag = info["etag"]
         self.info = info
-        part_sizes = []
-        if not usable_checksum(info.get("checksums"), info.get("checksum_type")) and etag_part_count(self.etag):
-            try:
-                part = self.client.head_object(self.bucket, self.key, part_number=1, checksum_mode=False)
-                if part.get("content_length"):
-                    part_sizes.append(part["content_length"])
-            except GpuWorkerError:
-                pass
-        self.part_sizes = part_sizes + [self.opts["part_size"]]
-        if self.size == 0 or self.size <= self.opts["multipart_threshold"]:
-            self._single()
-        else:
-            self._ranged()
 
-    def _verifier(self):
-        return Verifier(self.etag, self.size, self.info.get("checksums"), self.info.get("checksum_type"),
+    def _object_part_size(self):
+        """The size of part 1 (``HEAD ?partNumber=1``), or None."""
+        try:
+            part = self.client.head_object(self.bucket, self.key, part_number=1, checksum_mode=False)
+        except GpuWorkerError:
+            return None
+        return part.get("content_length") or None
+
+    def _checksum(self, info):
+        return usable_checksum((info or {}).get("checksums"), (info or {}).get("checksum_type"))
+
+    def _verifier(self, info):
+        return Verifier(self.etag, self.size, (info or {}).get("checksums"), (info or {}).get("checksum_type"),
                         self.part_sizes)
 
     def _makedirs(self, folder):
+        known = self.opts["known_dirs"]
+        if folder in known:
+            return
         missing = []
         probe = folder
         while not os.path.isdir(probe):
@@ -715,30 +885,60 @@ class _Download:
                                      hint="check the permissions of the destination")
             if self.opts["uid"] != -1 or self.opts["gid"] != -1:
                 os.chown(d, self.opts["uid"], self.opts["gid"])
+        known.add(folder)
 
+    # ---------------------------------------------------------------- one GET
     def _single(self):
         _unlink(self.sidecar)
-        verifier = self._verifier()
-        fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        if self.info is not None and etag_part_count(self.etag) and not self._checksum(self.info):
+            psize = self._object_part_size()
+            if psize:
+                self.part_sizes.insert(0, psize)
+        holder = [self._verifier(self.info) if self.info is not None or not self.size else None]
+        out = _FileWriter(self.tmp, self.size >= DIRECT_MIN_SIZE, create=True)
         ok = False
         try:
-            def write(pos, data):
-                os.pwrite(fd, data, pos)
-                verifier.update(data)
-                self.run.progress(len(data), self.key)
-
             if self.size:
-                self.client.get_object(self.bucket, self.key, write, etag=self.etag, cancelled=self.pool.cancelled)
-            os.fsync(fd)
+                def on_headers(info):
+                    if holder[0] is None:
+                        holder[0] = self._verifier(info)
+
+                def write(pos, data):
+                    out.write(pos, data)
+                    holder[0].update(data)
+                    self.run.progress(len(data), self.key)
+
+                self.client.get_object(self.bucket, self.key, write, etag=self.etag, cancelled=self.pool.cancelled,
+                                       checksum_mode=holder[0] is None, on_headers=on_headers,
+                                       buffer=_thread_buffer())
+            os.fsync(out.fd)
+            st = os.fstat(out.fd)
             ok = True
         finally:
-            os.close(fd)
+            out.close()
             if not ok:
                 _unlink(self.tmp)
-        self._finish(verifier)
+        self._commit(holder[0].result(), st, sidecar=False)
 
+    # ---------------------------------------------------------------- ranged GETs
     def _ranged(self):
-        size, rsize = self.size, self.opts["part_size"]
+        size = self.size
+        rsize = self.opts["part_size"]
+        checksum = self._checksum(self.info)
+        parts = etag_part_count(self.etag)
+        self.mode = "sequential"
+        if checksum and checksum[0] == "crc32":
+            self.mode = "crc32"
+        elif not checksum and parts:
+            psize = self._object_part_size()
+            if psize:
+                self.part_sizes.insert(0, psize)
+                if psize <= MAX_INLINE_PART and -(-size // psize) == parts:
+                    self.mode = "parts"
+                    rsize = psize
+        if self.mode == "sequential":
+            self.seq = self._verifier(self.info)
+        self.rsize = rsize
         self.ranges = [(i, start, min(start + rsize, size) - 1) for i, start in enumerate(range(0, size, rsize))]
         side = _read_sidecar(self.sidecar)
         done = set()
@@ -765,53 +965,174 @@ class _Download:
         pending = [r for r in self.ranges if r[0] not in done]
         self.remaining = len(pending)
         if not pending:
-            self._finish(None)
+            self._finish_ranged()
             return
         for r in pending:
             self.pool.submit(self._range, r)
 
     def _save_sidecar(self):
         _write_json_atomic(self.sidecar, {"key": self.key, "etag": self.etag, "size": self.size,
-                                          "range_size": self.opts["part_size"], "done": sorted(self.done)})
+                                          "range_size": self.rsize, "done": sorted(self.done)})
 
     def _range(self, rng):
         index, start, end = rng
-        fd = os.open(self.tmp, os.O_WRONLY)
+        mode = self.mode
+        h = {"next": start, "crc": 0, "md5": hashlib.md5() if mode == "parts" else None}  # noqa: S324 - S3 ETag
+        out = _FileWriter(self.tmp, True)
         try:
             def write(pos, data):
-                os.pwrite(fd, data, pos)
+                out.write(pos, data)
+                if h["next"] == pos:
+                    if mode == "crc32":
+                        h["crc"] = zlib.crc32(data, h["crc"])
+                    elif mode == "parts":
+                        h["md5"].update(data)
+                    h["next"] = pos + len(data)
+                else:
+                    h["next"] = None  # not one contiguous stream: hash this range from the file at the end
                 self.run.progress(len(data), self.key)
 
             self.client.get_object(self.bucket, self.key, write, start=start, end=end, etag=self.etag,
-                                   cancelled=self.pool.cancelled)
-            os.fsync(fd)
+                                   cancelled=self.pool.cancelled, buffer=_thread_buffer())
         finally:
-            os.close(fd)
+            out.close()
+        digest = None
+        if h["next"] == end + 1:
+            digest = h["crc"] if mode == "crc32" else (h["md5"].digest() if mode == "parts" else None)
         with self.lock:
-            self.done.add(index)
+            if digest is not None:
+                self.digests[index] = digest
+            self.written.add(index)
             self.fetched += end - start + 1
-            self._save_sidecar()
+            self.unflushed += end - start + 1
             self.remaining -= 1
             last = self.remaining == 0
+            flush = not last and not self.flushing and self.unflushed >= FLUSH_BYTES
+            if flush:
+                self.flushing = True
+        if mode == "sequential":
+            self._advance(block=False)
+        if flush:
+            self._checkpoint()
         if last:
-            self._finish(None)
+            self._finish_ranged()
 
-    def _finish(self, verifier):
+    def _checkpoint(self):
+        """Flush the data of the ranges written so far, then record them in the sidecar (resume points)."""
+        with self.lock:
+            batch = set(self.written)
+            self.unflushed = 0
         try:
-            actual = os.path.getsize(self.tmp)
-            if verifier is None:
-                verifier = self._verifier()
-                verifier.feed_file(self.tmp, self.pool.cancelled)
-            ok, why = verifier.result()
-            if actual != self.size:
-                ok, why = False, "size %d instead of %d" % (actual, self.size)
+            if batch:
+                fd = os.open(self.tmp, os.O_WRONLY)
+                try:
+                    os.fdatasync(fd)
+                finally:
+                    os.close(fd)
+            with self.lock:
+                self.done |= batch
+                self.written -= batch
+                self._save_sidecar()
+        finally:
+            with self.lock:
+                self.flushing = False
+
+    def interrupted(self):
+        """After a failed or interrupted run: keep what this run wrote resumable."""
+        if self.ranges and not self.finished and self.written and os.path.isfile(self.tmp):
+            try:
+                self._checkpoint()
+            except OSError:
+                pass
+
+    def _range_from_file(self, f, start, end, update):
+        f.seek(start)
+        left = end - start + 1
+        while left > 0:
+            if self.pool.cancelled():
+                raise Cancelled("verification of %s cancelled" % self.path)
+            data = f.read(min(READ_CHUNK, left))
+            if not data:
+                raise OSError(errno.EIO, "%s is shorter than expected" % self.tmp)
+            update(data)
+            left -= len(data)
+
+    def _advance(self, block):
+        """Sequential mode: hash the completed ranges that follow the hashed ones, in order, from the temp file."""
+        if not self.seq_lock.acquire(block):
+            return  # another worker is at it (the last range's worker finishes the rest)
+        try:
+            with open(self.tmp, "rb") as f:
+                while True:
+                    with self.lock:
+                        i = self.cursor
+                        ready = i < len(self.ranges) and (i in self.done or i in self.written)
+                    if not ready:
+                        return
+                    _, start, end = self.ranges[i]
+                    self._range_from_file(f, start, end, self.seq.update)
+                    self.cursor = i + 1
+        finally:
+            self.seq_lock.release()
+
+    def _ranged_result(self):
+        if self.mode == "sequential":
+            self._advance(block=True)
+            if self.cursor != len(self.ranges):
+                return False, "only %d of %d ranges could be hashed" % (self.cursor, len(self.ranges))
+            return self.seq.result()
+        values = []
+        with open(self.tmp, "rb") as f:
+            for index, start, end in self.ranges:
+                value = self.digests.get(index)
+                if value is None:
+                    if self.mode == "crc32":
+                        acc = [0]
+
+                        def update(data, acc=acc):
+                            acc[0] = zlib.crc32(data, acc[0])
+                        self._range_from_file(f, start, end, update)
+                        value = acc[0]
+                    else:
+                        h = hashlib.md5()  # noqa: S324 - S3 ETag
+                        self._range_from_file(f, start, end, h.update)
+                        value = h.digest()
+                values.append((value, end - start + 1))
+        if self.mode == "crc32":
+            crc = 0
+            for value, length in values:
+                crc = crc32_combine(crc, value, length)
+            got = base64.b64encode(crc.to_bytes(4, "big")).decode("ascii")
+            expected = self._checksum(self.info)[1]
+            return got == expected, "x-amz-checksum-crc32 %s instead of %s" % (got, expected)
+        got = "%s-%d" % (hashlib.md5(b"".join(v for v, _ in values)).hexdigest(), len(values))  # noqa: S324
+        return got == self.etag, "multipart ETag %s instead of %s" % (got, self.etag)
+
+    def _finish_ranged(self):
+        try:
+            fd = os.open(self.tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)  # once per file, before the checks and the rename
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
+            result = self._ranged_result()
         except Cancelled:
             raise
         except OSError as err:
-            ok, why = False, "cannot read the temp file back: %s" % err
+            result, st = (False, "cannot read the temp file back: %s" % err), None
+        self._commit(result, st, sidecar=True)
+
+    # ---------------------------------------------------------------- verified -> final name
+    def _commit(self, result, st, sidecar):
+        ok, why = result
+        if ok and st is not None and st.st_size != self.size:
+            ok, why = False, "size %d instead of %d" % (st.st_size, self.size)
         if not ok:
             _unlink(self.tmp)
             _unlink(self.sidecar)
+            if self.resumed:
+                why += " (the download had resumed an earlier partial one)"
             raise GpuWorkerError(
                 "integrity check failed for '%s' from bucket '%s': %s; the partial download was removed"
                 % (self.key, self.bucket, why), hint="run the sync again; if it persists the object is corrupt "
@@ -822,10 +1143,58 @@ class _Download:
         if os.path.isdir(self.path) and not os.path.islink(self.path):
             raise GpuWorkerError("cannot replace folder %s with object '%s'" % (self.path, self.key))
         os.replace(self.tmp, self.path)
-        _unlink(self.sidecar)
-        st = os.stat(self.path)
+        self.finished = True
+        self.opts["renamed_in"].add(os.path.dirname(self.path))
+        if sidecar:
+            _unlink(self.sidecar)
         self.opts["state"].put(self.rel, self.key, st, self.etag)
         self.run.transferred(self.key, self.size, self.resumed)
+
+
+def _fsync_dirs(folders):
+    for folder in sorted(folders):
+        _fsync_dir(folder)
+
+
+def _needed_space(transfers):
+    """Bytes still to come (the recorded ranges of matching temp files excluded)."""
+    needed = 0
+    for t in transfers:
+        tmp, side = _tmp_names(t["path"])
+        doc = _read_sidecar(side)
+        if doc and doc.get("etag") == t["etag"] and doc.get("size") == t["size"] and os.path.isfile(tmp):
+            needed += max(0, t["size"] - len(doc.get("done", [])) * int(doc.get("range_size") or 0))
+        else:
+            needed += t["size"]
+    return needed
+
+
+def _check_space(dest, needed, reserve_bytes):
+    free = _free_space(dest)
+    if needed + reserve_bytes > free:
+        raise GpuWorkerError("not enough free space in %s: the sync needs %s, %s are free" % (
+            dest, _human(needed + reserve_bytes), _human(free)), field="path",
+            hint="free up space or sync to a larger disk", details={"needed": needed, "free": free})
+
+
+def _run_downloads(run, transfers, opts, workers):
+    """Run the transfers in a pool; makes the renames durable (folder fsync) and keeps partial ones resumable."""
+    pool = _Pool(workers)
+    jobs = [_Download(run, pool, t, opts) for t in transfers]
+    try:
+        for job in jobs:
+            pool.submit(job.start)
+        pool.wait()
+    finally:
+        if pool.errors or pool.cancelled():
+            for job in jobs:
+                job.interrupted()
+        _fsync_dirs(opts["renamed_in"])
+        opts["state"].save()
+    err = pool.first_error()
+    if err is not None:
+        _raise_run_error(err, run, "download")
+    return jobs
 
 
 def download(client, bucket, prefix, dest, include=None, exclude=None, delete=False, dry_run=False,
@@ -896,40 +1265,15 @@ def download(client, bucket, prefix, dest, include=None, exclude=None, delete=Fa
         run.result["deleted_paths"] = [safe_join(dest, rel) for rel in deletes]
         return run.finish()
 
-    # free space: what still has to come (resumable ranges of matching temp files excluded)
-    needed = 0
-    for t in transfers:
-        tmp, side = _tmp_names(t["path"])
-        doc = _read_sidecar(side)
-        if doc and doc.get("etag") == t["etag"] and doc.get("size") == t["size"] and os.path.isfile(tmp):
-            needed += max(0, t["size"] - len(doc.get("done", [])) * int(doc.get("range_size") or 0))
-        else:
-            needed += t["size"]
     if transfers:
-        free = _free_space(dest)
-        if needed + reserve_bytes > free:
-            raise GpuWorkerError("not enough free space in %s: the sync needs %s, %s are free" % (
-                dest, _human(needed + reserve_bytes), _human(free)), field="path",
-                hint="free up space or sync to a larger disk", details={"needed": needed, "free": free})
-
-    if transfers:
+        _check_space(dest, _needed_space(transfers), reserve_bytes)
         try:
             os.makedirs(dest, exist_ok=True)
         except OSError as err:
             raise GpuWorkerError("cannot create destination %s: %s" % (dest, err.strerror or err), field="path")
     opts = {"part_size": part_size, "multipart_threshold": multipart_threshold, "uid": uid, "gid": gid,
-            "state": state}
-    pool = _Pool(workers)
-    jobs = [_Download(run, pool, t, opts) for t in transfers]
-    try:
-        for job in jobs:
-            pool.submit(job.start)
-        pool.wait()
-    finally:
-        state.save()
-    err = pool.first_error()
-    if err is not None:
-        _raise_run_error(err, run, "download")
+            "state": state, "known_dirs": {dest}, "renamed_in": set()}
+    _run_downloads(run, transfers, opts, workers)
 
     for rel in deletes:
         path = safe_join(dest, rel)
@@ -944,6 +1288,75 @@ def download(client, bucket, prefix, dest, include=None, exclude=None, delete=Fa
         run.result["deleted_paths"].append(path)
         _prune_empty_dirs(os.path.dirname(path), dest)
     state.save()
+    return run.finish()
+
+
+def download_object(client, bucket, key, dest_path, expected_etag=None, expected_size=None, workers=DEFAULT_WORKERS,
+                    multipart_threshold=DEFAULT_MULTIPART_THRESHOLD, part_size=DEFAULT_PART_SIZE, owner=None,
+                    group=None, progress=None, reserve_bytes=0):
+    """Download the single object ``bucket/key`` to the file ``dest_path``, without a listing.
+
+    Same machinery as :func:`download`: hidden temp file and sidecar next to ``dest_path``, parallel ranged GETs
+    above ``multipart_threshold``, every byte verified, fsync, atomic rename, resume of an interrupted download.
+    The file is recorded in the folder's ``.visionsuit-sync.json`` (target ``bucket/<folder of the key>``, the
+    record :func:`download` of that prefix keeps), so a current copy is skipped: with ``expected_etag`` and
+    ``expected_size`` (e.g. from the caller's own HEAD or listing) without any request, else after one HEAD. A file
+    without a record whose content has the object's ETag is adopted. With ``expected_etag`` the GETs are pinned to
+    that version: an object replaced meanwhile fails instead of mixing versions.
+
+    Returns the result dict of :func:`download` (``files`` 1 or 0, ``skipped``, ``bytes``, ``resumed``,
+    ``requests``, ...) plus ``key``, ``etag`` and ``size``. Raises GpuWorkerError (``details["status"] == 404``)
+    when the object does not exist.
+    """
+    workers, part_size, multipart_threshold = _check_workers(workers, part_size, multipart_threshold)
+    key_to_relpath(key)  # refuses unsafe keys (NUL, '..', reserved names) like download() does
+    dest_path = os.path.abspath(dest_path)
+    folder, name = os.path.split(dest_path)
+    if not name or _is_reserved(name):
+        raise GpuWorkerError("refusing destination %s: not a plain file name" % dest_path, field="path")
+    uid, gid = _resolve_owner(owner, group)
+    prefix = key.rpartition("/")[0]
+    run = _Run(client, "download", bucket, prefix, folder, progress, False)
+    run.result.update({"key": key, "etag": expected_etag, "size": expected_size})
+    info = None
+    if expected_etag is None or expected_size is None:
+        info = client.head_object(bucket, key)
+        expected_etag = expected_etag or info.get("etag")
+        if expected_size is None:
+            expected_size = info.get("size") or 0
+    expected_etag = (expected_etag or "").strip('"')
+    run.result.update({"etag": expected_etag, "size": expected_size})
+    state = SyncState(folder, "%s/%s" % (bucket, prefix))
+    item = {"key": key, "rel": name, "path": dest_path, "size": expected_size, "etag": expected_etag, "info": info}
+    try:
+        st = os.stat(dest_path)
+    except FileNotFoundError:
+        st = None
+    except OSError as err:
+        raise GpuWorkerError("cannot inspect %s: %s" % (dest_path, err.strerror or err), field="path")
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise GpuWorkerError("cannot download '%s': %s is a folder" % (key, dest_path),
+                             hint="remove or rename the local folder")
+    run.result["before"] = [name] if st is not None else []
+    run.result["after"] = [name]
+    if st is not None and stat.S_ISREG(st.st_mode) and st.st_size == expected_size:
+        entry = state.get(name)
+        if entry_matches(entry, st, expected_etag) and entry.get("key") == key:
+            run.result["skipped"] = 1
+            return run.finish()
+        if file_matches_etag(dest_path, expected_etag, expected_size, [part_size]):
+            state.put(name, key, st, expected_etag)
+            state.save()
+            run.result["skipped"] = 1
+            run.result["adopted"].append(name)
+            return run.finish()
+    run.result["plan"] = [{"action": "download", "key": key, "path": dest_path, "size": expected_size}]
+    run.total_bytes = expected_size
+    _check_space(folder, _needed_space([item]), reserve_bytes)
+    opts = {"part_size": part_size, "multipart_threshold": multipart_threshold, "uid": uid, "gid": gid,
+            "state": state, "known_dirs": set(), "renamed_in": set(), "pinned": True}
+    job = _run_downloads(run, [item], opts, workers)[0]
+    run.result.update({"etag": job.etag, "size": job.size})
     return run.finish()
 
 
@@ -1006,18 +1419,19 @@ class _Upload:
         self.st_before = st
         ctype, meta = self.headers()
         if self.size <= self.opts["multipart_threshold"]:
-            md5 = self.item.get("md5")
-            if md5 is None:
-                md5 = file_md5(self.path)
-            etag = self.client.put_object(self.bucket, self.key, FileSlice(self.path, 0, self.size),
-                                          content_type=ctype, metadata=meta,
-                                          content_md5=base64.b64encode(bytes.fromhex(md5)).decode("ascii"))
+            body = FileSlice(self.path, 0, self.size)
+            crc = 0
+            for data in body.chunks():
+                crc = zlib.crc32(data, crc)
+            etag = self.client.put_object(self.bucket, self.key, body, content_type=ctype, metadata=meta,
+                                          checksum_crc32=crc32_b64(crc))
             self.run.progress(self.size, self.key)
-            self._done(etag or md5)
+            self._done(etag)
             return
         psize = max(self.opts["part_size"], MIN_UPLOAD_PART_SIZE, -(-self.size // MAX_PARTS))
         chunks = [(n + 1, off, min(psize, self.size - off)) for n, off in enumerate(range(0, self.size, psize))]
-        self.upload_id = self.client.create_multipart_upload(self.bucket, self.key, ctype, meta)
+        self.upload_id = self.client.create_multipart_upload(self.bucket, self.key, ctype, meta,
+                                                             checksum_algorithm="CRC32", checksum_type="FULL_OBJECT")
         self.opts["active"].add(self)
         self.remaining = len(chunks)
         for chunk in chunks:
@@ -1026,18 +1440,23 @@ class _Upload:
     def _part(self, chunk):
         number, offset, length = chunk
         body = FileSlice(self.path, offset, length)
-        h = hashlib.md5()  # noqa: S324 - Content-MD5
+        crc = 0
         for data in body.chunks():
-            h.update(data)
+            crc = zlib.crc32(data, crc)
         etag = self.client.upload_part(self.bucket, self.key, self.upload_id, number, body,
-                                       content_md5=base64.b64encode(h.digest()).decode("ascii"))
+                                       checksum_crc32=crc32_b64(crc))
         self.run.progress(length, self.key)
         with self.lock:
-            self.parts.append((number, etag or h.hexdigest()))
+            self.parts.append((number, etag, crc, length))
             self.remaining -= 1
             last = self.remaining == 0
         if last:
-            etag = self.client.complete_multipart_upload(self.bucket, self.key, self.upload_id, self.parts)
+            whole = 0
+            for _n, _etag, crc, length in sorted(self.parts):
+                whole = crc32_combine(whole, crc, length)
+            etag = self.client.complete_multipart_upload(
+                self.bucket, self.key, self.upload_id, [(n, e, crc32_b64(c)) for n, e, c, _l in self.parts],
+                checksum_crc32=crc32_b64(whole), checksum_type="FULL_OBJECT")
             self.completed = True
             self.opts["active"].discard(self)
             self._done(etag)
