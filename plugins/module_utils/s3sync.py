@@ -6,6 +6,8 @@
 Public API::
 
     download(client, bucket, prefix, dest, **options) -> result dict
+    download_object(client, bucket, key, dest_path, expected_etag=None, expected_size=None, object_info=None,
+                    **options) -> result dict      (one object, no listing)
     upload(client, bucket, prefix, source, **options) -> result dict
     sync(client, direction, bucket, prefix, path, **options) -> result dict
     object_manifest(client, bucket, prefix="", include=None, exclude=None, workers=4) -> list of dicts
@@ -15,6 +17,7 @@ Public API::
     file_matches_etag(path, etag, size=None, part_sizes=()) -> bool
     file_md5(path) / file_multipart_etag(path, part_size) -> str
     part_size_candidates(size, parts, preferred=()) -> list of int
+    crc32_combine(crc1, crc2, len2) -> int
 
 Options of download/upload: ``include``/``exclude`` (glob lists, matched against the relative path and the
 file name), ``delete`` (default False), ``dry_run``, ``workers`` (parallel transfers), ``multipart_threshold``
@@ -30,21 +33,32 @@ How it works:
   listing's ETag match its record is skipped without any request besides the listing. Without a record the local
   content is hashed (MD5 for single-part ETags, the multipart ETag for ``<md5>-<parts>`` ETags, guessing the part
   size from the part count) and a match is adopted into the state.
-* **Downloads** go to a hidden temp file ``.<name>.vsync-part`` in the destination folder. Objects above
-  ``multipart_threshold`` are fetched as parallel ranged GETs written with ``os.pwrite`` into a preallocated temp
-  file; memory use is one 1 MiB chunk per worker. Every byte is verified before the atomic rename to the final
-  name: the size, and the object's ``x-amz-checksum-sha256/sha1/crc32`` when the server has one, else the MD5
-  (single-part ETag) or the recomputed multipart ETag (part size from ``HEAD ?partNumber=1``). A failed check
-  removes the temp file and raises (exit code 4 in the node commands).
-* **Resume.** A ranged download records its completed ranges and the ETag in ``.<name>.vsync-part.json``; an
-  interrupted run leaves both, and the next run fetches only the missing ranges if the ETag is unchanged (else it
-  starts over). Nothing ever appears under the final name before it is complete and verified.
+* **Downloads** go to a hidden temp file ``.<name>.vsync-part`` in the destination folder. An object up to
+  ``multipart_threshold`` with a plain (MD5) ETag costs one GET and nothing else: the listing gave its size and
+  ETag, and the GET (``x-amz-checksum-mode: ENABLED``) returns its checksum headers. Bigger objects (and multipart
+  ETags) take a HEAD first, then parallel ranged GETs written with ``os.pwrite`` into a preallocated temp file.
+  Page-aligned chunks are written with ``O_DIRECT`` where the file system allows it (no page cache to fill and
+  flush; memory use is one reused, page-aligned 1 MiB buffer per worker). Every byte is verified before the atomic
+  rename to the final name, as it streams, without reading the file back: the size, and the object's
+  full-object ``x-amz-checksum-crc32/sha256/sha1`` when it has one (what :func:`upload` stores: CRC32; ranged
+  downloads compute each range's CRC32 in its worker and combine them), else the MD5 (single-part ETag) or the
+  multipart ETag (the ranges then follow the object's parts, part size from ``HEAD ?partNumber=1``, and each part's
+  MD5 is computed while it streams). A failed check removes the temp file and raises (exit code 4 in the node
+  commands). Each file is fsynced once before its rename, and the folders after the renames.
+* **Resume.** A ranged download records its written ranges and the ETag in ``.<name>.vsync-part.json``, and which
+  of them are flushed to disk (``fdatasync`` every 256 MiB and when a run fails or is interrupted, instead of an
+  fsync per range). The next run fetches only the missing ranges if the ETag is unchanged (else it starts over):
+  after a killed process all written ranges count, after a restart of the machine (another boot id) only the
+  flushed ones. Resumed ranges are hashed from the temp file, so the final check covers what is on disk: nothing
+  ever appears under the final name before it is complete and verified.
 * **Delete** (off by default) removes local files that left the bucket, but only files the sync manages (recorded
   in the state file), never temp or state files; for uploads it deletes remote objects under the prefix whose local
   file is gone.
 * **Safety.** Keys that would escape the destination (``..``, ``.`` or empty segments, absolute, NUL, reserved
   temp/state names) make the whole sync refuse before anything is transferred.
-* **Uploads** use multipart above ``multipart_threshold`` (parts in parallel, each with ``Content-MD5``), set
+* **Uploads** send a CRC32 that the server checks (``x-amz-checksum-crc32``) and keeps as the object's full-object
+  checksum; above ``multipart_threshold`` they use multipart (parts in parallel, each with its CRC32, the upload
+  created as ``CRC32``/``FULL_OBJECT`` and completed with the combined CRC32 of the whole file). They set
   ``Content-Type`` from the file name and skip files whose MD5/multipart ETag matches the listing.
 
 The result dict: ``direction, bucket, prefix, path, dry_run, changed, files, bytes, skipped, deleted, seconds,
@@ -249,6 +263,14 @@ class _Checksum:
         return base64.b64encode((self.crc & 0xFFFFFFFF).to_bytes(4, "big")).decode("ascii")
 
 
+class _Crc32:
+    def __init__(self):
+        self.crc = 0
+
+    def update(self, data):
+        self.crc = zlib.crc32(data, self.crc)
+
+
 _CRC_POLY = 0xEDB88320
 
 
@@ -269,7 +291,7 @@ def _crc_multmodp(a, b):
 def _crc_x2n_table():
     table = []
     p = 1 << 30  # x^1
-    for _ in range(32):
+    for _i in range(32):
         table.append(p)
         p = _crc_multmodp(p, p)
     return table
@@ -670,6 +692,21 @@ def _write_json_atomic(path, doc):
     os.replace(tmp, path)
 
 
+_BOOT_ID = []
+
+
+def _boot_id():
+    """This boot's id (Linux), to tell a crashed process (its written data is still in the page cache) from a
+    restarted machine (only flushed data survived); None elsewhere."""
+    if not _BOOT_ID:
+        try:
+            with open("/proc/sys/kernel/random/boot_id", "r", encoding="ascii") as f:
+                _BOOT_ID.append(f.read().strip() or None)
+        except OSError:
+            _BOOT_ID.append(None)
+    return _BOOT_ID[0]
+
+
 def _free_space(path):
     probe = path
     while not os.path.exists(probe):
@@ -731,14 +768,27 @@ class _FileWriter:
     the page cache."""
 
     def __init__(self, path, direct, create=False):
+        self.path = path
+        self.fd = self.dfd = None
         flags = os.O_WRONLY | (os.O_CREAT | os.O_TRUNC if create else 0)
-        self.fd = os.open(path, flags, 0o644)
-        self.dfd = None
         if direct and hasattr(os, "O_DIRECT"):
             try:
-                self.dfd = os.open(path, os.O_WRONLY | os.O_DIRECT)
+                self.dfd = os.open(path, flags | os.O_DIRECT, 0o644)
             except OSError:
                 self.dfd = None
+        if self.dfd is None:
+            self.fd = os.open(path, flags, 0o644)
+
+    def _buffered(self):
+        if self.fd is None:
+            self.fd = os.open(self.path, os.O_WRONLY)  # opened when first needed (an unaligned tail, a fallback)
+        return self.fd
+
+    def sync(self):
+        """fsync; returns the file's stat."""
+        fd = self.fd if self.fd is not None else self.dfd
+        os.fsync(fd)
+        return os.fstat(fd)
 
     def write(self, pos, data):
         view = memoryview(data)
@@ -751,16 +801,17 @@ class _FileWriter:
             except OSError as err:
                 if err.errno != errno.EINVAL:
                     raise
+                self._buffered()
                 os.close(self.dfd)  # unaligned memory or a file system without O_DIRECT: page cache from now on
                 self.dfd = None
         if len(view):
-            _pwrite_all(self.fd, view, pos)
+            _pwrite_all(self._buffered(), view, pos)
 
     def close(self):
-        if self.dfd is not None:
-            os.close(self.dfd)
-            self.dfd = None
-        os.close(self.fd)
+        for fd in (self.dfd, self.fd):
+            if fd is not None:
+                os.close(fd)
+        self.fd = self.dfd = None
 
 
 class _Download:
@@ -777,7 +828,7 @@ class _Download:
     * ``parts``: a multipart ETag whose part size is known: the ranges follow the parts, each range's MD5 is
       computed in its worker and the ETag is the MD5 of the part digests;
     * ``sequential`` (anything else: a plain MD5 ETag, SHA checksums): completed ranges are hashed in order from the
-      (still cached) temp file as they complete, by whichever worker is free.
+      temp file as they complete, by whichever worker is free (and the rest before the rename).
 
     Ranges resumed from an earlier run, or whose stream was not contiguous, are hashed from the temp file: what the
     checks cover is always what is on disk under the temp name before the rename.
@@ -798,8 +849,8 @@ class _Download:
         self.tmp, self.sidecar = _tmp_names(self.path)
         self.lock = threading.Lock()
         self.seq_lock = threading.Lock()
-        self.done = set()      # ranges recorded in the sidecar (data flushed) or resumed
-        self.written = set()   # ranges written in this run, not yet recorded in the sidecar
+        self.done = set()      # ranges whose data was written (this run or an earlier one)
+        self.flushed = set()   # the part of ``done`` known to be on disk (fdatasync)
         self.unflushed = 0
         self.flushing = False
         self.remaining = 0
@@ -911,8 +962,7 @@ class _Download:
                 self.client.get_object(self.bucket, self.key, write, etag=self.etag, cancelled=self.pool.cancelled,
                                        checksum_mode=holder[0] is None, on_headers=on_headers,
                                        buffer=_thread_buffer())
-            os.fsync(out.fd)
-            st = os.fstat(out.fd)
+            st = out.sync()
             ok = True
         finally:
             out.close()
@@ -945,6 +995,10 @@ class _Download:
         if side and side.get("etag") == self.etag and side.get("size") == size and side.get("range_size") == rsize \
                 and os.path.isfile(self.tmp) and os.path.getsize(self.tmp) == size:
             done = {int(i) for i in side.get("done", []) if 0 <= int(i) < len(self.ranges)}
+            flushed = {int(i) for i in side.get("flushed", side.get("done", [])) if int(i) in done}
+            if side.get("boot_id") != _boot_id():
+                done = flushed  # the machine restarted since: written but unflushed data may be lost
+            self.flushed = flushed
         if done:
             self.resumed = True
             self.run.progress(sum(e - s + 1 for i, s, e in self.ranges if i in done), self.key)
@@ -972,7 +1026,8 @@ class _Download:
 
     def _save_sidecar(self):
         _write_json_atomic(self.sidecar, {"key": self.key, "etag": self.etag, "size": self.size,
-                                          "range_size": self.rsize, "done": sorted(self.done)})
+                                          "range_size": self.rsize, "done": sorted(self.done),
+                                          "flushed": sorted(self.flushed), "boot_id": _boot_id()})
 
     def _range(self, rng):
         index, start, end = rng
@@ -1002,7 +1057,8 @@ class _Download:
         with self.lock:
             if digest is not None:
                 self.digests[index] = digest
-            self.written.add(index)
+            self.done.add(index)
+            self._save_sidecar()
             self.fetched += end - start + 1
             self.unflushed += end - start + 1
             self.remaining -= 1
@@ -1018,9 +1074,9 @@ class _Download:
             self._finish_ranged()
 
     def _checkpoint(self):
-        """Flush the data of the ranges written so far, then record them in the sidecar (resume points)."""
+        """Flush the data of the ranges written so far, then record them as flushed in the sidecar."""
         with self.lock:
-            batch = set(self.written)
+            batch = self.done - self.flushed
             self.unflushed = 0
         try:
             if batch:
@@ -1029,17 +1085,17 @@ class _Download:
                     os.fdatasync(fd)
                 finally:
                     os.close(fd)
-            with self.lock:
-                self.done |= batch
-                self.written -= batch
-                self._save_sidecar()
+                with self.lock:
+                    self.flushed |= batch
+                    self._save_sidecar()
         finally:
             with self.lock:
                 self.flushing = False
 
     def interrupted(self):
-        """After a failed or interrupted run: keep what this run wrote resumable."""
-        if self.ranges and not self.finished and self.written and os.path.isfile(self.tmp):
+        """After a failed or interrupted run: make what this run wrote durable, so that it stays resumable even
+        across a restart of the machine."""
+        if self.ranges and not self.finished and self.done - self.flushed and os.path.isfile(self.tmp):
             try:
                 self._checkpoint()
             except OSError:
@@ -1066,10 +1122,10 @@ class _Download:
                 while True:
                     with self.lock:
                         i = self.cursor
-                        ready = i < len(self.ranges) and (i in self.done or i in self.written)
+                        ready = i < len(self.ranges) and i in self.done
                     if not ready:
                         return
-                    _, start, end = self.ranges[i]
+                    start, end = self.ranges[i][1:]
                     self._range_from_file(f, start, end, self.seq.update)
                     self.cursor = i + 1
         finally:
@@ -1086,17 +1142,9 @@ class _Download:
             for index, start, end in self.ranges:
                 value = self.digests.get(index)
                 if value is None:
-                    if self.mode == "crc32":
-                        acc = [0]
-
-                        def update(data, acc=acc):
-                            acc[0] = zlib.crc32(data, acc[0])
-                        self._range_from_file(f, start, end, update)
-                        value = acc[0]
-                    else:
-                        h = hashlib.md5()  # noqa: S324 - S3 ETag
-                        self._range_from_file(f, start, end, h.update)
-                        value = h.digest()
+                    h = _Crc32() if self.mode == "crc32" else hashlib.md5()  # noqa: S324 - S3 ETag
+                    self._range_from_file(f, start, end, h.update)
+                    value = h.crc if self.mode == "crc32" else h.digest()
                 values.append((value, end - start + 1))
         if self.mode == "crc32":
             crc = 0
@@ -1105,7 +1153,7 @@ class _Download:
             got = base64.b64encode(crc.to_bytes(4, "big")).decode("ascii")
             expected = self._checksum(self.info)[1]
             return got == expected, "x-amz-checksum-crc32 %s instead of %s" % (got, expected)
-        got = "%s-%d" % (hashlib.md5(b"".join(v for v, _ in values)).hexdigest(), len(values))  # noqa: S324
+        got = "%s-%d" % (hashlib.md5(b"".join(v[0] for v in values)).hexdigest(), len(values))  # noqa: S324
         return got == self.etag, "multipart ETag %s instead of %s" % (got, self.etag)
 
     def _finish_ranged(self):
@@ -1140,9 +1188,10 @@ class _Download:
                 details={"key": self.key})
         if self.opts["uid"] != -1 or self.opts["gid"] != -1:
             os.chown(self.tmp, self.opts["uid"], self.opts["gid"])
-        if os.path.isdir(self.path) and not os.path.islink(self.path):
+        try:
+            os.replace(self.tmp, self.path)
+        except IsADirectoryError:
             raise GpuWorkerError("cannot replace folder %s with object '%s'" % (self.path, self.key))
-        os.replace(self.tmp, self.path)
         self.finished = True
         self.opts["renamed_in"].add(os.path.dirname(self.path))
         if sidecar:
@@ -1291,18 +1340,19 @@ def download(client, bucket, prefix, dest, include=None, exclude=None, delete=Fa
     return run.finish()
 
 
-def download_object(client, bucket, key, dest_path, expected_etag=None, expected_size=None, workers=DEFAULT_WORKERS,
-                    multipart_threshold=DEFAULT_MULTIPART_THRESHOLD, part_size=DEFAULT_PART_SIZE, owner=None,
-                    group=None, progress=None, reserve_bytes=0):
+def download_object(client, bucket, key, dest_path, expected_etag=None, expected_size=None, object_info=None,
+                    workers=DEFAULT_WORKERS, multipart_threshold=DEFAULT_MULTIPART_THRESHOLD,
+                    part_size=DEFAULT_PART_SIZE, owner=None, group=None, progress=None, reserve_bytes=0):
     """Download the single object ``bucket/key`` to the file ``dest_path``, without a listing.
 
     Same machinery as :func:`download`: hidden temp file and sidecar next to ``dest_path``, parallel ranged GETs
     above ``multipart_threshold``, every byte verified, fsync, atomic rename, resume of an interrupted download.
     The file is recorded in the folder's ``.visionsuit-sync.json`` (target ``bucket/<folder of the key>``, the
     record :func:`download` of that prefix keeps), so a current copy is skipped: with ``expected_etag`` and
-    ``expected_size`` (e.g. from the caller's own HEAD or listing) without any request, else after one HEAD. A file
-    without a record whose content has the object's ETag is adopted. With ``expected_etag`` the GETs are pinned to
-    that version: an object replaced meanwhile fails instead of mixing versions.
+    ``expected_size`` (e.g. from the caller's listing) or ``object_info`` (what the caller's
+    ``client.head_object(bucket, key)`` returned: also saves the download's own HEAD) without any request, else
+    after one HEAD. A file without a record whose content has the object's ETag is adopted. The GETs are pinned to
+    that ETag (``If-Match``): an object replaced meanwhile fails (``412``) instead of mixing versions.
 
     Returns the result dict of :func:`download` (``files`` 1 or 0, ``skipped``, ``bytes``, ``resumed``,
     ``requests``, ...) plus ``key``, ``etag`` and ``size``. Raises GpuWorkerError (``details["status"] == 404``)
@@ -1318,7 +1368,11 @@ def download_object(client, bucket, key, dest_path, expected_etag=None, expected
     prefix = key.rpartition("/")[0]
     run = _Run(client, "download", bucket, prefix, folder, progress, False)
     run.result.update({"key": key, "etag": expected_etag, "size": expected_size})
-    info = None
+    info = object_info
+    if object_info is not None:
+        expected_etag = expected_etag or object_info.get("etag")
+        if expected_size is None:
+            expected_size = object_info.get("size") or 0
     if expected_etag is None or expected_size is None:
         info = client.head_object(bucket, key)
         expected_etag = expected_etag or info.get("etag")
@@ -1606,6 +1660,7 @@ def object_manifest(client, bucket, prefix="", include=None, exclude=None, worke
     return out
 
 
-__all__ = ["download", "upload", "sync", "object_manifest", "key_to_relpath", "relpath_to_key", "normalize_prefix",
-           "file_matches_etag", "file_md5", "file_multipart_etag", "part_size_candidates", "etag_part_count",
-           "Verifier", "SyncState", "STATE_FILE", "TEMP_SUFFIX", "SIDECAR_SUFFIX", "TransientError"]
+__all__ = ["download", "download_object", "upload", "sync", "object_manifest", "key_to_relpath", "relpath_to_key",
+           "normalize_prefix", "file_matches_etag", "file_md5", "file_multipart_etag", "part_size_candidates",
+           "etag_part_count", "crc32_combine", "Verifier", "SyncState", "STATE_FILE", "TEMP_SUFFIX", "SIDECAR_SUFFIX",
+           "TransientError"]

@@ -111,11 +111,14 @@ def test_minio_sync_check_diff_idempotence_upload_and_env_file(conn, s3, bucket,
     assert check["diff"]["before"] == "" and check["diff"]["after"] == "sdxl/a b.safetensors\nü.safetensors\n"
     assert check["requests"] == {"ListObjectsV2": 1}
     assert r["sync"]["changed"] is True and r["sync"]["files"] == 2 and r["sync"]["bytes"] == 110
+    assert r["sync"]["requests"] == {"ListObjectsV2": 1, "GetObject": 2}  # no HEAD per object
     assert (dest / "sdxl" / "a b.safetensors").read_bytes() == b"a" * 100
     assert r["again"]["changed"] is False and r["again"]["unchanged"] == 2 and r["again"]["files"] == 0
     assert r["again"]["requests"] == {"ListObjectsV2": 1}
     assert r["upload"]["changed"] and r["upload"]["transferred"] == ["renders/r.png"]
     assert s3.head_object(Bucket=bucket, Key="renders/r.png")["Metadata"] == {"original-filename": "r.png"}
+    head = s3.head_object(Bucket=bucket, Key="renders/r.png", ChecksumMode="ENABLED")
+    assert head["ChecksumCRC32"] and head["ChecksumType"] == "FULL_OBJECT"  # what downloads verify against
     assert r["upload again"]["changed"] is False
     assert r["wrong secret"]["failed"] and "rejected the credentials" in r["wrong secret"]["msg"]
     assert "not-the-secret-123" not in proc.stdout and minio.secret_key not in proc.stdout

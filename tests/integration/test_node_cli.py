@@ -145,6 +145,29 @@ def test_create_buckets_upload_models_manifest_and_sync(node, s3, tmp_path):
     assert r["deleted"] == 1 and not (dest / "base model.safetensors").exists()
 
 
+def test_uploaded_models_carry_a_crc32_and_sync_fetches_them_with_gets_only(ready, s3, tmp_path):
+    import base64
+    import zlib
+    models = tmp_path / "models"
+    (models / "sdxl").mkdir(parents=True)
+    big = os.urandom(11 * MiB + 3)
+    (models / "sdxl" / "big.safetensors").write_bytes(big)
+    for i in range(4):
+        (models / f"small-{i}.safetensors").write_bytes(os.urandom(10 * KiB + i))
+    sizes = ["--multipart-threshold", "5M", "--part-size", "5M"]
+    up = ready.json("test-upload-models", "--models", models, *sizes)
+    assert up["checkpoints"]["requests"]["UploadPart"] == 3
+    head = s3.head_object(Bucket=ready.buckets["checkpoints"], Key="sdxl/big.safetensors", ChecksumMode="ENABLED")
+    assert head["ChecksumType"] == "FULL_OBJECT" and head["ETag"].strip('"').endswith("-3")
+    assert head["ChecksumCRC32"] == base64.b64encode(zlib.crc32(big).to_bytes(4, "big")).decode()
+
+    dest = tmp_path / "ckpt"
+    r = ready.json("sync-checkpoints", "--dest", dest, "--multipart-threshold", "4M", "--part-size", "4M")
+    # small objects: one GET each; the big one: one HEAD (its CRC32) and 3 ranged GETs, verified without a re-read
+    assert r["files"] == 5 and r["requests"] == {"ListObjectsV2": 1, "HeadObject": 1, "GetObject": 4 + 3}
+    assert (dest / "sdxl" / "big.safetensors").read_bytes() == big
+
+
 def test_env_overrides_bucket_and_prefix(ready, s3, tmp_path):
     other = "ov-" + uuid.uuid4().hex[:8]
     s3.create_bucket(Bucket=other)

@@ -5,13 +5,16 @@ bytes and request lines going through it, can slow the server->client stream dow
 """
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import os
 import re
 import socket
 import threading
 import time
 import uuid
+import zlib
 
 import boto3
 import pytest
@@ -478,3 +481,315 @@ def test_object_manifest_reads_metadata(s3, bucket, client):
     assert [(x["name"], x["original_filename"], x["size"]) for x in m] == [
         ("a.safetensors", "A Model.safetensors", 1), ("sub/b.ckpt", "b.ckpt", 2)]
     assert m[0]["etag"] == hashlib.md5(b"a").hexdigest() and m[0]["last_modified"]  # noqa: S324
+
+
+# ---------------------------------------------------------------------------------------------- checksums, requests
+def put_plain(client, bucket, key, data):
+    """An object without any checksum (only its MD5 ETag): our client's PutObject without checksum_crc32."""
+    client.put_object(bucket, key, data)
+    return data
+
+
+def put_plain_multipart(client, bucket, key, data, part=5 * MiB):
+    """A multipart object without any checksum (its ETag is <md5 of the part MD5s>-<parts>)."""
+    upload_id = client.create_multipart_upload(bucket, key)
+    parts = [(n + 1, client.upload_part(bucket, key, upload_id, n + 1, data[off:off + part]))
+             for n, off in enumerate(range(0, len(data), part))]
+    client.complete_multipart_upload(bucket, key, upload_id, parts)
+    return data
+
+
+def checksum_head(s3, bucket, key):
+    head = s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+    return head.get("ChecksumCRC32"), head.get("ChecksumType"), head["ETag"].strip('"')
+
+
+def crc_b64(data):
+    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode("ascii")
+
+
+def test_upload_stores_a_full_object_crc32_that_the_server_checks(s3, bucket, client, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    small, big = os.urandom(3000), os.urandom(11 * MiB + 7)
+    (src / "small.png").write_bytes(small)
+    (src / "big.safetensors").write_bytes(big)
+    r = s3sync.upload(client, bucket, "m", str(src), multipart_threshold=5 * MiB, part_size=5 * MiB)
+    assert r["requests"] == {"ListObjectsV2": 1, "PutObject": 1, "CreateMultipartUpload": 1, "UploadPart": 3,
+                             "CompleteMultipartUpload": 1}
+    assert checksum_head(s3, bucket, "m/small.png")[:2] == (crc_b64(small), "FULL_OBJECT")
+    crc, ctype, etag = checksum_head(s3, bucket, "m/big.safetensors")
+    assert (crc, ctype) == (crc_b64(big), "FULL_OBJECT") and etag.endswith("-3")
+    # the multipart ETag is unchanged (MD5 of the part MD5s): re-syncs and adoption still work from the listing
+    assert s3sync.upload(client, bucket, "m", str(src), multipart_threshold=5 * MiB,
+                         part_size=5 * MiB)["requests"] == {"ListObjectsV2": 1}
+    # the server verifies what it receives
+    with pytest.raises(GpuWorkerError) as e:
+        client.put_object(bucket, "bad", b"payload", checksum_crc32=crc_b64(b"other payload"))
+    assert "XAmzContentChecksumMismatch" in str(e.value)
+
+
+def test_crc32_object_downloads_verified_by_combined_range_crcs(s3, bucket, client, tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    src.mkdir()
+    data = os.urandom(11 * MiB + 7)
+    (src / "model.safetensors").write_bytes(data)
+    s3sync.upload(client, bucket, "", str(src), multipart_threshold=5 * MiB, part_size=5 * MiB)
+    read_back = []
+    original = s3sync._Download._range_from_file
+    monkeypatch.setattr(s3sync._Download, "_range_from_file",
+                        lambda self, *a: read_back.append(a[1:3]) or original(self, *a))
+    dest = tmp_path / "d"
+    r = s3sync.download(client, bucket, "", str(dest), multipart_threshold=MiB, part_size=2 * MiB, workers=3)
+    # one HEAD (it has the full-object CRC32: no HEAD ?partNumber=1), ranges of part_size, nothing read back
+    assert r["requests"] == {"ListObjectsV2": 1, "HeadObject": 1, "GetObject": 6}
+    assert read_back == []
+    assert (dest / "model.safetensors").read_bytes() == data
+
+
+def test_small_objects_take_one_get_each_and_no_head(s3, bucket, client, minio, proxy, tmp_path):
+    files = {f"d{i % 2}/f{i}.bin": os.urandom(1000 + i) for i in range(6)}
+    for key, data in files.items():
+        put_plain(client, bucket, key, data)
+    files["crc.bin"] = os.urandom(500)
+    client.put_object(bucket, "crc.bin", files["crc.bin"], checksum_crc32=crc_b64(files["crc.bin"]))
+    files["empty.bin"] = put_plain(client, bucket, "empty.bin", b"")
+    c = client_for(proxy.endpoint, minio)
+    dest = tmp_path / "d"
+    r = s3sync.download(c, bucket, "", str(dest), workers=3)
+    assert r["requests"] == {"ListObjectsV2": 1, "GetObject": 7}  # the empty object needs no request at all
+    assert [m for m, _t in proxy.requests if m == "HEAD"] == []
+    got = tree(dest)
+    got.pop(s3sync.STATE_FILE)
+    assert got == {k.replace("/", os.sep): v for k, v in files.items()}
+    assert not [n for n in got if n.endswith(s3sync.TEMP_SUFFIX)]
+
+
+def test_object_replaced_after_the_listing_is_fetched_current(s3, bucket, client, tmp_path, monkeypatch):
+    put_plain(client, bucket, "a.bin", b"old" * 100)
+    original = S3Client.list_objects
+
+    def listing_then_replace(self, *a, **kw):
+        items = list(original(self, *a, **kw))
+        put(s3, bucket, "a.bin", b"new content")
+        return iter(items)
+
+    monkeypatch.setattr(S3Client, "list_objects", listing_then_replace)
+    dest = tmp_path / "d"
+    r = s3sync.download(client, bucket, "", str(dest))
+    # the GET (If-Match: the listed ETag) fails with 412, a HEAD gives the current version, which is fetched
+    assert r["transferred"] == ["a.bin"] and (dest / "a.bin").read_bytes() == b"new content"
+    assert r["requests"] == {"ListObjectsV2": 1, "GetObject": 2, "HeadObject": 1}
+
+
+@pytest.mark.parametrize("kind", ["crc32", "parts", "sequential"])
+@pytest.mark.parametrize("damage", ["corrupt", "truncate"])
+def test_every_ranged_verification_mode_catches_damage(s3, bucket, client, tmp_path, monkeypatch, kind, damage):
+    data = os.urandom(11 * MiB + 99)
+    if kind == "crc32":
+        client.put_object(bucket, "o.bin", data, checksum_crc32=crc_b64(data))
+        expect = "x-amz-checksum-crc32"
+    elif kind == "parts":
+        put_plain_multipart(client, bucket, "o.bin", data, part=5 * MiB)
+        expect = "multipart ETag"
+    else:
+        put_plain(client, bucket, "o.bin", data)
+        expect = "MD5"
+    original = S3Client.get_object
+    hits = []
+
+    def bad_get(self, bucket_, key, write, start=0, end=None, **kw):
+        def tampered(pos, chunk):
+            if start and not hits:  # a chunk in the middle of the object
+                hits.append(pos)
+                chunk = bytes([chunk[0] ^ 0x01]) + bytes(chunk[1:]) if damage == "corrupt" else chunk[:-10]
+            write(pos, chunk)
+        return original(self, bucket_, key, tampered, start=start, end=end, **kw)
+
+    monkeypatch.setattr(S3Client, "get_object", bad_get)
+    dest = tmp_path / "d"
+    with pytest.raises(GpuWorkerError) as e:
+        s3sync.download(client, bucket, "", str(dest), multipart_threshold=MiB, part_size=MiB, workers=2)
+    assert "integrity check failed for 'o.bin'" in str(e.value) and expect in str(e.value)
+    assert e.value.exit_code == s3sync.INTEGRITY_EXIT_CODE and hits
+    assert [n for n in os.listdir(dest) if n != s3sync.STATE_FILE] == []
+    monkeypatch.setattr(S3Client, "get_object", original)
+    r = s3sync.download(client, bucket, "", str(dest), multipart_threshold=MiB, part_size=MiB, workers=2)
+    assert r["transferred"] == ["o.bin"] and (dest / "o.bin").read_bytes() == data
+
+
+def test_ranged_download_fsyncs_the_file_once(s3, bucket, client, tmp_path, monkeypatch):
+    import stat as stat_mod
+    data = os.urandom(5 * MiB)
+    client.put_object(bucket, "x/o.bin", data, checksum_crc32=crc_b64(data))
+    syncs = []
+    real_fsync, real_fdatasync = os.fsync, os.fdatasync
+
+    def fsync(fd):
+        syncs.append("dir" if stat_mod.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        return real_fsync(fd)
+
+    def fdatasync(fd):
+        syncs.append("fdatasync")
+        return real_fdatasync(fd)
+
+    monkeypatch.setattr(s3sync.os, "fsync", fsync)
+    monkeypatch.setattr(s3sync.os, "fdatasync", fdatasync)
+    dest = tmp_path / "d"
+    r = s3sync.download(client, bucket, "", str(dest), multipart_threshold=MiB, part_size=256 * KiB, workers=4)
+    assert r["requests"]["GetObject"] == 20
+    assert syncs == ["file", "dir"]  # one fsync of the file before its rename, one of its folder after
+    assert (dest / "x" / "o.bin").read_bytes() == data
+
+
+def test_resumed_ranges_are_hashed_from_disk(s3, bucket, client, tmp_path, monkeypatch):
+    """What a crash could leave wrong in recorded ranges is caught before the rename."""
+    data = os.urandom(2 * MiB)
+    client.put_object(bucket, "r.bin", data, checksum_crc32=crc_b64(data))
+    original = S3Client.get_object
+    calls = []
+
+    def flaky(self, *a, **kw):
+        calls.append(kw.get("start"))
+        if len(calls) > 5:
+            raise TransientError("simulated network loss")
+        return original(self, *a, **kw)
+
+    monkeypatch.setattr(S3Client, "get_object", flaky)
+    dest = tmp_path / "d"
+    opts = {"multipart_threshold": 256 * KiB, "part_size": 128 * KiB, "workers": 1}
+    with pytest.raises(TransientError):
+        s3sync.download(client, bucket, "", str(dest), **opts)
+    side = json.loads((dest / ".r.bin.vsync-part.json").read_text())
+    assert sorted(side["done"]) == [0, 1, 2, 3, 4] and side["flushed"] == side["done"]  # flushed at the failure
+    with open(dest / ".r.bin.vsync-part", "r+b") as f:  # a recorded range that did not reach the disk intact
+        f.seek(3 * 128 * KiB + 5)
+        f.write(b"\0" * 100)
+    monkeypatch.setattr(S3Client, "get_object", original)
+    with pytest.raises(GpuWorkerError) as e:
+        s3sync.download(client, bucket, "", str(dest), **opts)
+    assert "integrity check failed for 'r.bin'" in str(e.value) and "resumed" in str(e.value)
+    assert [n for n in os.listdir(dest) if n != s3sync.STATE_FILE] == []
+    r = s3sync.download(client, bucket, "", str(dest), **opts)
+    assert r["resumed"] == [] and (dest / "r.bin").read_bytes() == data
+
+
+def test_after_a_machine_restart_only_flushed_ranges_are_resumed(s3, bucket, client, tmp_path, monkeypatch):
+    data = os.urandom(MiB)
+    client.put_object(bucket, "r.bin", data, checksum_crc32=crc_b64(data))
+    dest = tmp_path / "d"
+    dest.mkdir()
+    tmp, side = dest / ".r.bin.vsync-part", dest / ".r.bin.vsync-part.json"
+    tmp.write_bytes(data[:3 * 128 * KiB] + b"\0" * (MiB - 3 * 128 * KiB))
+    doc = {"key": "r.bin", "etag": hashlib.md5(data).hexdigest(), "size": MiB,  # noqa: S324
+           "range_size": 128 * KiB, "done": [0, 1, 2, 3, 4], "flushed": [0, 1], "boot_id": "an-earlier-boot"}
+    side.write_text(json.dumps(doc))
+    before = client.stats["GetObject"]
+    r = s3sync.download(client, bucket, "", str(dest), multipart_threshold=256 * KiB, part_size=128 * KiB)
+    assert r["resumed"] == ["r.bin"] and client.stats["GetObject"] - before == 8 - 2
+    assert (dest / "r.bin").read_bytes() == data
+
+
+def test_file_writer_falls_back_to_the_page_cache(tmp_path):
+    path = tmp_path / "w.bin"
+    w = s3sync._FileWriter(str(path), True, create=True)
+    try:
+        aligned = s3sync._thread_buffer()
+        view = memoryview(aligned)
+        view[:8192] = b"a" * 8192
+        w.write(0, view[:8192])                 # page-aligned: O_DIRECT where supported
+        w.write(8192, b"b" * 5000)              # unaligned memory and length: page cache
+        w.write(13192, view[:4096])             # unaligned offset: page cache
+    finally:
+        w.close()
+    assert path.read_bytes() == b"a" * 8192 + b"b" * 5000 + b"a" * 4096
+
+
+# ---------------------------------------------------------------------------------------------- download_object
+def test_download_object_fetches_skips_and_adopts_without_a_listing(s3, bucket, client, minio, proxy, tmp_path):
+    data = os.urandom(70 * KiB)
+    put_plain(client, bucket, "models/sdxl/a.safetensors", data)
+    etag = hashlib.md5(data).hexdigest()  # noqa: S324
+    c = client_for(proxy.endpoint, minio)
+    path = tmp_path / "cache" / "a.safetensors"
+    r = s3sync.download_object(c, bucket, "models/sdxl/a.safetensors", str(path))
+    assert r["files"] == 1 and r["bytes"] == len(data) and r["etag"] == etag and r["size"] == len(data)
+    assert r["requests"] == {"HeadObject": 1, "GetObject": 1}
+    assert path.read_bytes() == data and sorted(os.listdir(path.parent)) == [s3sync.STATE_FILE, "a.safetensors"]
+
+    # known version: no request at all; unknown: one HEAD
+    r = s3sync.download_object(c, bucket, "models/sdxl/a.safetensors", str(path), expected_etag=etag,
+                               expected_size=len(data))
+    assert r["files"] == 0 and r["skipped"] == 1 and r["requests"] == {} and not r["changed"]
+    r = s3sync.download_object(c, bucket, "models/sdxl/a.safetensors", str(path))
+    assert r["skipped"] == 1 and r["requests"] == {"HeadObject": 1}
+    # the record is the one download() of the key's folder keeps: a listing sync sees the file as current
+    r = s3sync.download(c, bucket, "models/sdxl", str(path.parent))
+    assert r["skipped"] == 1 and r["adopted"] == [] and r["requests"] == {"ListObjectsV2": 1}
+
+    # without a record the content is hashed and adopted
+    os.unlink(path.parent / s3sync.STATE_FILE)
+    r = s3sync.download_object(c, bucket, "models/sdxl/a.safetensors", str(path), expected_etag=etag,
+                               expected_size=len(data))
+    assert r["adopted"] == ["a.safetensors"] and r["requests"] == {}
+    # a local edit is replaced
+    path.write_bytes(b"x" * len(data))
+    r = s3sync.download_object(c, bucket, "models/sdxl/a.safetensors", str(path), expected_etag=etag,
+                               expected_size=len(data))
+    assert r["files"] == 1 and r["requests"] == {"GetObject": 1} and path.read_bytes() == data
+
+
+def test_download_object_ranged_with_object_info_resumes_and_verifies(s3, bucket, client, tmp_path, monkeypatch):
+    data = os.urandom(3 * MiB + 5)
+    client.put_object(bucket, "big.bin", data, checksum_crc32=crc_b64(data))
+    info = client.head_object(bucket, "big.bin")
+    path = tmp_path / "big.bin"
+    opts = {"multipart_threshold": 256 * KiB, "part_size": 256 * KiB, "workers": 2}
+    original = S3Client.get_object
+    calls = []
+
+    def flaky(self, *a, **kw):
+        calls.append(1)
+        if len(calls) > 4:
+            raise TransientError("simulated network loss")
+        return original(self, *a, **kw)
+
+    monkeypatch.setattr(S3Client, "get_object", flaky)
+    with pytest.raises(TransientError):
+        s3sync.download_object(client, bucket, "big.bin", str(path), object_info=info, **opts)
+    assert not path.exists() and (tmp_path / ".big.bin.vsync-part.json").exists()
+    monkeypatch.setattr(S3Client, "get_object", original)
+    before = dict(client.stats)
+    r = s3sync.download_object(client, bucket, "big.bin", str(path), object_info=info, **opts)
+    assert r["resumed"] == ["big.bin"] and r["files"] == 1
+    assert "HeadObject" not in r["requests"] and r["requests"]["GetObject"] == 13 - 4
+    assert client.stats["GetObject"] - before.get("GetObject", 0) == 9
+    assert path.read_bytes() == data and sorted(os.listdir(tmp_path)) == [s3sync.STATE_FILE, "big.bin"]
+
+
+def test_download_object_pinned_version_missing_object_and_corruption(s3, bucket, client, tmp_path, monkeypatch):
+    old = put_plain(client, bucket, "m.bin", b"old" * 1000)
+    old_etag = hashlib.md5(old).hexdigest()  # noqa: S324
+    put_plain(client, bucket, "m.bin", b"new" * 1000)
+    path = tmp_path / "m.bin"
+    with pytest.raises(GpuWorkerError) as e:
+        s3sync.download_object(client, bucket, "m.bin", str(path), expected_etag=old_etag, expected_size=3000)
+    assert "changed on the server" in str(e.value) and e.value.details["status"] == 412
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(GpuWorkerError) as e:
+        s3sync.download_object(client, bucket, "nope.bin", str(tmp_path / "nope.bin"))
+    assert e.value.details["status"] == 404 and "does not exist" in str(e.value)
+    with pytest.raises(GpuWorkerError) as e:
+        s3sync.download_object(client, bucket, "../m.bin", str(tmp_path / "x.bin"))
+    assert "escape" in str(e.value)
+
+    original = S3Client.get_object
+
+    def bad_get(self, bucket_, key, write, **kw):
+        return original(self, bucket_, key, lambda pos, chunk: write(pos, b"X" + bytes(chunk[1:])), **kw)
+
+    monkeypatch.setattr(S3Client, "get_object", bad_get)
+    with pytest.raises(GpuWorkerError) as e:
+        s3sync.download_object(client, bucket, "m.bin", str(path))
+    assert e.value.exit_code == s3sync.INTEGRITY_EXIT_CODE and "MD5" in str(e.value)
+    assert os.listdir(tmp_path) == []

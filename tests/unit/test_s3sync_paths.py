@@ -11,6 +11,7 @@ from ansible_collections.visionsuit.gpuworker.plugins.module_utils.s3sync import
     MiB,
     Verifier,
     _matches,
+    crc32_combine,
     etag_part_count,
     file_matches_etag,
     file_multipart_etag,
@@ -133,3 +134,19 @@ def test_verifier_md5_multipart_and_checksums(tmp_path):
     # composite (per-part) checksums cannot be recomputed: the ETag is used instead
     v = Verifier(md5, len(data), checksums={"crc32": crc + "-3"}, checksum_type="COMPOSITE")
     assert v.method == "md5"
+
+
+@pytest.mark.parametrize("len1,len2", [(0, 0), (0, 7), (7, 0), (1, 1), (1000, 3), (3, 65536), (12345, 1048577)])
+def test_crc32_combine_equals_the_crc_of_the_concatenation(len1, len2):
+    a, b = os.urandom(len1), os.urandom(len2)
+    assert crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)
+
+
+def test_crc32_combine_over_many_ranges_in_order():
+    data = os.urandom(300000)
+    crc = 0
+    for off in range(0, len(data), 65536):
+        piece = data[off:off + 65536]
+        crc = crc32_combine(crc, zlib.crc32(piece), len(piece))
+    assert crc == zlib.crc32(data)
+    assert crc32_combine(0, zlib.crc32(b"x" * (16 << 20)), 16 << 20) == zlib.crc32(b"x" * (16 << 20))

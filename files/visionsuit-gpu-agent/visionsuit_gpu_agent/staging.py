@@ -1,8 +1,9 @@
 """Assets of a job: download into the cache with the sync engine, surface them to ComfyUI, clean up.
 
 * **Cache.** Each object is mirrored to ``<state_dir>/cache/<bucket>/<key>`` by
-  :func:`visionsuit_gpuworker.s3sync.download` (parallel ranged GETs, verified, resumable, atomic rename). A
-  cached copy whose ETag still matches the listing is reused without any GET. The cache is bounded by
+  :func:`visionsuit_gpuworker.s3sync.download_object` (no listing: the HEAD that reads the metadata also gives
+  the ETag, size and checksum; parallel ranged GETs, verified, resumable, atomic rename). A cached copy whose ETag
+  still matches is reused without any GET. The cache is bounded by
   ``jobs.cache_max_bytes`` (least recently used files go first; files in use are never evicted).
 * **Names.** ComfyUI sees each model under the file name recorded at upload in the object's metadata
   ``x-amz-meta-original-filename`` (what ``test-upload-models`` writes), whatever the key is (hashed ids
@@ -16,7 +17,6 @@
 from __future__ import annotations
 
 import errno
-import glob
 import os
 import shutil
 import time
@@ -85,12 +85,12 @@ class Stager:
 
     def fetch(self, bucket, key, progress=None):
         """Make sure the cache holds the current version of bucket/key; returns a dict about it."""
-        info = self.client.head_object(bucket, key, checksum_mode=False)
-        folder, prefix, base = self.cache_location(bucket, key)
+        info = self.client.head_object(bucket, key)
+        folder, _prefix, base = self.cache_location(bucket, key)
         try:
-            result = s3sync.download(self.client, bucket, prefix, folder, include=[glob.escape(base)],
-                                     exclude=["*/*"], workers=self.cfg["minio.workers"],
-                                     reserve_bytes=self.cfg["jobs.reserve_bytes"], progress=progress)
+            result = s3sync.download_object(self.client, bucket, key, os.path.join(folder, base), object_info=info,
+                                            workers=self.cfg["minio.workers"],
+                                            reserve_bytes=self.cfg["jobs.reserve_bytes"], progress=progress)
         except GpuWorkerError:
             self._drop_partial(folder, base)
             raise
@@ -104,7 +104,7 @@ class Stager:
         hit = result["files"] == 0
         self.metrics.inc("cache_hits_total" if hit else "cache_misses_total")
         self.metrics.inc("downloaded_bytes_total", result["bytes"])
-        return {"cache_path": path, "etag": info.get("etag"), "size": info.get("size"), "cached": hit,
+        return {"cache_path": path, "etag": result["etag"], "size": result["size"], "cached": hit,
                 "bytes": result["bytes"], "seconds": result["seconds"],
                 "original": (info.get("metadata") or {}).get(METADATA_KEY)}
 
