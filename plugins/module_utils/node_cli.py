@@ -225,13 +225,26 @@ def _run_transfer(prog, args, direction, bucket, prefix, path, label, **extra):
 
 
 # ---------------------------------------------------------------------------------------------- commands
+def _default_owner(dest, owner, group):
+    """Run as root without --owner/--group, downloads belong to the owner of the target folder (the ComfyUI
+    service user for /opt/comfyui/models/...), so the running worker can read and replace them at once."""
+    if owner or group or not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return owner, group
+    try:
+        st = os.stat(dest)
+    except OSError:
+        return owner, group
+    return str(st.st_uid), str(st.st_gid)
+
+
 def _sync_kind(kind):
     def command(prog, args):
         settings = _settings(args)
         bucket = args.bucket or settings.bucket(kind)
         prefix = settings.prefix(kind) if args.prefix is None else args.prefix
-        result = _run_transfer(prog, args, "download", bucket, prefix, args.dest or DEFAULT_DIRS[kind], kind,
-                               owner=args.owner, group=args.group)
+        dest = args.dest or DEFAULT_DIRS[kind]
+        owner, group = _default_owner(dest, args.owner, args.group)
+        result = _run_transfer(prog, args, "download", bucket, prefix, dest, kind, owner=owner, group=group)
         _report(prog, args, result)
         return EXIT_OK
     return command
@@ -386,7 +399,8 @@ def build_parser(prog):
                     % (kind, kind.upper(), kind.upper(), DEFAULT_DIRS[kind]))
         _add_common(p)
         p.add_argument("--dest", metavar="DIR", help="target folder (default %s)" % DEFAULT_DIRS[kind])
-        p.add_argument("--owner", help="user owning the downloaded files (default: the running user)")
+        p.add_argument("--owner", help="user owning the downloaded files (default: the running user; "
+                                       "as root, the owner of the target folder)")
         p.add_argument("--group", help="group owning the downloaded files")
         return p
     if prog == "upload-outputs":

@@ -271,3 +271,20 @@ def test_killed_transfer_leaves_no_partial_file_and_resumes(ready, s3, minio, tm
     assert fast.down_bytes < len(data) - len(side["done"]) * 256 * KiB + 64 * KiB  # headers/listing slack
     assert (dest / "huge.safetensors").read_bytes() == data
     assert sorted(os.listdir(dest)) == [".visionsuit-sync.json", "huge.safetensors"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to hand files to another user")
+def test_as_root_downloads_belong_to_the_target_folders_owner(ready, s3, tmp_path):
+    s3.put_object(Bucket=ready.buckets["loras"], Key="sub/owned.safetensors", Body=b"o" * 100)
+    dest = tmp_path / "loras-owned"
+    dest.mkdir()
+    os.chown(dest, 4321, 4322)  # stands for the ComfyUI service user
+    ready.run("sync-loras", "--dest", dest)
+    for path in (dest / "sub", dest / "sub" / "owned.safetensors"):
+        st = path.stat()
+        assert (st.st_uid, st.st_gid) == (4321, 4322), path
+    explicit = tmp_path / "loras-explicit"
+    explicit.mkdir()
+    os.chown(explicit, 4321, 4322)
+    ready.run("sync-loras", "--dest", explicit, "--owner", "0", "--group", "0")
+    assert (explicit / "sub" / "owned.safetensors").stat().st_uid == 0
