@@ -237,6 +237,24 @@ def load_minio_env(path=None, environ=None):
     return MinioSettings(values, source=path)
 
 
+# The connection options of the modules (documented once in plugins/doc_fragments/minio.py).
+CONNECTION_ARGUMENT_SPEC = dict(
+    endpoint=dict(type="str"),
+    access_key=dict(type="str", no_log=False),
+    secret_key=dict(type="str", no_log=True),
+    region=dict(type="str"),
+    ca_bundle=dict(type="path"),
+    validate_certs=dict(type="bool", default=True),
+    env_file=dict(type="path"),
+)
+
+
+def client_from_module_params(params, **client_kwargs):
+    """An :class:`S3Client` from the CONNECTION_ARGUMENT_SPEC options of a module's params."""
+    return connection_from_options(**dict((name, params[name]) for name in CONNECTION_ARGUMENT_SPEC),
+                                   **client_kwargs)
+
+
 def connection_from_options(endpoint=None, access_key=None, secret_key=None, region=None, ca_bundle=None,
                             validate_certs=True, env_file=None, **client_kwargs):
     """An :class:`S3Client` from module options, or from ``env_file`` when no endpoint is given."""

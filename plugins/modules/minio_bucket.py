@@ -37,32 +37,8 @@ options:
         task fail.
     type: bool
     default: false
-  endpoint:
-    description:
-      - URL of the S3 endpoint, for example C(http://192.168.1.10:9000).
-      - When absent, the connection is read from O(env_file).
-    type: str
-  access_key:
-    description: Access key. Required with O(endpoint); overrides C(MINIO_ACCESS_KEY) of O(env_file).
-    type: str
-  secret_key:
-    description: Secret key. Required with O(endpoint); overrides C(MINIO_SECRET_KEY) of O(env_file).
-    type: str
-  region:
-    description: Signing region (C(MINIO_REGION)); V(us-east-1) when not set.
-    type: str
-  ca_bundle:
-    description: PEM file of the CA that signed the server certificate (https endpoints).
-    type: path
-  validate_certs:
-    description: Verify the TLS certificate of https endpoints.
-    type: bool
-    default: true
-  env_file:
-    description:
-      - File with C(MINIO_ENDPOINT), C(MINIO_ACCESS_KEY), C(MINIO_SECRET_KEY) ... used when O(endpoint) is not
-        given. Defaults to C(/etc/comfyui/minio.env).
-    type: path
+extends_documentation_fragment:
+  - visionsuit.gpuworker.minio
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -125,21 +101,15 @@ from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.visionsuit.gpuworker.plugins.module_utils.ansible_common import run_module  # noqa: E402
 from ansible_collections.visionsuit.gpuworker.plugins.module_utils.errors import GpuWorkerError  # noqa: E402
 from ansible_collections.visionsuit.gpuworker.plugins.module_utils.minio_env import (  # noqa: E402
-    connection_from_options,
+    CONNECTION_ARGUMENT_SPEC,
+    client_from_module_params,
 )
-
-
-def _client(params):
-    return connection_from_options(
-        endpoint=params["endpoint"], access_key=params["access_key"], secret_key=params["secret_key"],
-        region=params["region"], ca_bundle=params["ca_bundle"], validate_certs=params["validate_certs"],
-        env_file=params["env_file"], retries=3)
 
 
 def _run(module):
     params = module.params
     name = params["name"]
-    client = _client(params)
+    client = client_from_module_params(params, retries=3)
     result = {"changed": False, "bucket": name, "endpoint": client.endpoint}
     existed = client.bucket_exists(name)
     result["existed"] = existed
@@ -171,13 +141,7 @@ def main():
             name=dict(type="str", required=True, aliases=["bucket"]),
             state=dict(type="str", choices=["present", "absent"], default="present"),
             force=dict(type="bool", default=False),
-            endpoint=dict(type="str"),
-            access_key=dict(type="str", no_log=False),
-            secret_key=dict(type="str", no_log=True),
-            region=dict(type="str"),
-            ca_bundle=dict(type="path"),
-            validate_certs=dict(type="bool", default=True),
-            env_file=dict(type="path"),
+            **CONNECTION_ARGUMENT_SPEC
         ),
         required_together=[["access_key", "secret_key"]],
         supports_check_mode=True,

@@ -83,32 +83,8 @@ options:
     description: For uploads, record each file's name in the C(x-amz-meta-original-filename) metadata.
     type: bool
     default: true
-  endpoint:
-    description:
-      - URL of the S3 endpoint, for example C(http://192.168.1.10:9000).
-      - When absent, the connection is read from O(env_file).
-    type: str
-  access_key:
-    description: Access key. Required with O(endpoint); overrides C(MINIO_ACCESS_KEY) of O(env_file).
-    type: str
-  secret_key:
-    description: Secret key. Required with O(endpoint); overrides C(MINIO_SECRET_KEY) of O(env_file).
-    type: str
-  region:
-    description: Signing region (C(MINIO_REGION)); V(us-east-1) when not set.
-    type: str
-  ca_bundle:
-    description: PEM file of the CA that signed the server certificate (https endpoints).
-    type: path
-  validate_certs:
-    description: Verify the TLS certificate of https endpoints.
-    type: bool
-    default: true
-  env_file:
-    description:
-      - File with C(MINIO_ENDPOINT), C(MINIO_ACCESS_KEY), C(MINIO_SECRET_KEY) ... used when O(endpoint) is not
-        given. Defaults to C(/etc/comfyui/minio.env).
-    type: path
+extends_documentation_fragment:
+  - visionsuit.gpuworker.minio
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -223,16 +199,15 @@ from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
 from ansible_collections.visionsuit.gpuworker.plugins.module_utils.ansible_common import run_module  # noqa: E402
 from ansible_collections.visionsuit.gpuworker.plugins.module_utils.minio_env import (  # noqa: E402
-    connection_from_options,
+    CONNECTION_ARGUMENT_SPEC,
+    client_from_module_params,
 )
 from ansible_collections.visionsuit.gpuworker.plugins.module_utils.s3sync import sync  # noqa: E402
 
 
 def _run(module):
     p = module.params
-    client = connection_from_options(
-        endpoint=p["endpoint"], access_key=p["access_key"], secret_key=p["secret_key"], region=p["region"],
-        ca_bundle=p["ca_bundle"], validate_certs=p["validate_certs"], env_file=p["env_file"], retries=3)
+    client = client_from_module_params(p, retries=3)
     options = dict(include=p["include"] or None, exclude=p["exclude"] or None, delete=p["delete"],
                    dry_run=module.check_mode, workers=p["workers"], multipart_threshold=p["multipart_threshold"],
                    part_size=p["part_size"])
@@ -275,13 +250,7 @@ def main():
             owner=dict(type="str"),
             group=dict(type="str"),
             original_filename=dict(type="bool", default=True),
-            endpoint=dict(type="str"),
-            access_key=dict(type="str", no_log=False),
-            secret_key=dict(type="str", no_log=True),
-            region=dict(type="str"),
-            ca_bundle=dict(type="path"),
-            validate_certs=dict(type="bool", default=True),
-            env_file=dict(type="path"),
+            **CONNECTION_ARGUMENT_SPEC
         ),
         required_together=[["access_key", "secret_key"]],
         supports_check_mode=True,
