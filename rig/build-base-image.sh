@@ -25,7 +25,8 @@ if [ ! -s "$tarball" ]; then
   root=$(mktemp -d "$CACHE/rootfs.XXXXXX")
   trap 'rm -rf "$root"' EXIT
   echo "build-base-image: debootstrap $SUITE (first run only, a few minutes)" >&2
-  debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$root" "$MIRROR" >&2
+  debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$root" "$MIRROR" >"$CACHE/debootstrap.log" 2>&1 \
+    || { tail -n 40 "$CACHE/debootstrap.log" >&2; echo "build-base-image: debootstrap failed, see $CACHE/debootstrap.log" >&2; exit 1; }
   # A container has no consoles or hardware: mask the units that would only fail or wait.
   for unit in getty@tty1.service console-getty.service systemd-udevd.service systemd-udev-trigger.service \
               systemd-modules-load.service sys-kernel-config.mount sys-kernel-debug.mount systemd-remount-fs.service; do
