@@ -55,7 +55,7 @@ def provision(inventory, extra_vars, forks):
         sys.stderr.write(out.stdout[-4000:] + out.stderr[-2000:])
         raise SystemExit("provision failed (rc=%d)" % out.returncode)
     recap = {m.group(1): [int(x) for x in m.groups()[1:]] for m in RECAP.finditer(out.stdout)}
-    tasks = sum(v[0] + v[5] for v in recap.values())  # ok (includes changed) + skipped, all hosts
+    tasks = sum(v[0] + v[4] for v in recap.values())  # ok (includes changed) + skipped, all hosts
     changed = sum(v[1] for v in recap.values())
     return wall, tasks, changed
 
