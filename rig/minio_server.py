@@ -167,8 +167,14 @@ def main(argv: list[str] | None = None) -> int:
     info = state / "minio.json"
     if args.cmd == "start":
         if info.exists():
-            print(json.loads(info.read_text())["endpoint"])
-            return 0
+            try:
+                endpoint = json.loads(info.read_text())["endpoint"]
+                with urllib.request.urlopen(endpoint + "/minio/health/live", timeout=2):
+                    pass
+                print(endpoint)
+                return 0
+            except (OSError, ValueError, KeyError):
+                info.unlink()  # left by a run that was killed: start a fresh server
         state.mkdir(parents=True, exist_ok=True)
         srv = MinioServer.start(data_dir=str(state), port=args.port, address=args.address)
         tmp = info.with_suffix(".tmp")
