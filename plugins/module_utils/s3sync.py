@@ -481,11 +481,34 @@ def entry_matches(entry, st, etag):
 
 
 # ---------------------------------------------------------------------------------------------- pool
-class _Pool:
-    """A thread pool whose tasks may submit more tasks; the first failure cancels the rest."""
+def _thread_priority():
+    try:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    except (AttributeError, OSError):
+        return None
 
-    def __init__(self, workers):
-        self.executor = ThreadPoolExecutor(max_workers=max(1, int(workers)), thread_name_prefix="vsync")
+
+def _set_thread_priority(value):
+    """Set the nice value of the calling thread (Linux keeps one per thread), best effort."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), value)
+    except (AttributeError, OSError):  # not Linux, or not allowed: run at the usual priority
+        pass
+
+
+class _Pool:
+    """A thread pool whose tasks may submit more tasks; the first failure cancels the rest.
+
+    ``nice`` > 0 lowers the CPU priority of the pool's threads only, so that a service transferring beside its
+    own control plane (the GPU agent answering /healthz) keeps answering while the transfer uses every core."""
+
+    def __init__(self, workers, nice=0):
+        # an absolute value: the pool starts some threads from its own (already lowered) threads
+        base = _thread_priority() if int(nice or 0) > 0 else None
+        target = None if base is None else min(19, base + int(nice))
+        self.executor = ThreadPoolExecutor(max_workers=max(1, int(workers)), thread_name_prefix="vsync",
+                                           initializer=_set_thread_priority if target is not None else None,
+                                           initargs=(target,) if target is not None else ())
         self.cond = threading.Condition()
         self.pending = 0
         self.errors = []
@@ -1228,7 +1251,7 @@ def _check_space(dest, needed, reserve_bytes):
 
 def _run_downloads(run, transfers, opts, workers):
     """Run the transfers in a pool; makes the renames durable (folder fsync) and keeps partial ones resumable."""
-    pool = _Pool(workers)
+    pool = _Pool(workers, opts.get("nice"))
     jobs = [_Download(run, pool, t, opts) for t in transfers]
     try:
         for job in jobs:
@@ -1248,8 +1271,11 @@ def _run_downloads(run, transfers, opts, workers):
 
 def download(client, bucket, prefix, dest, include=None, exclude=None, delete=False, dry_run=False,
              workers=DEFAULT_WORKERS, multipart_threshold=DEFAULT_MULTIPART_THRESHOLD, part_size=DEFAULT_PART_SIZE,
-             owner=None, group=None, progress=None, reserve_bytes=0):
-    """Mirror ``bucket/prefix`` into the folder ``dest`` (see the module docstring). Returns the result dict."""
+             owner=None, group=None, progress=None, reserve_bytes=0, nice=0):
+    """Mirror ``bucket/prefix`` into the folder ``dest`` (see the module docstring). Returns the result dict.
+
+    ``nice``: how much lower the transfer threads run (CPU priority, Linux), for callers that must stay responsive.
+    """
     workers, part_size, multipart_threshold = _check_workers(workers, part_size, multipart_threshold)
     prefix = normalize_prefix(prefix)
     dest = os.path.abspath(dest)
@@ -1321,7 +1347,7 @@ def download(client, bucket, prefix, dest, include=None, exclude=None, delete=Fa
         except OSError as err:
             raise GpuWorkerError("cannot create destination %s: %s" % (dest, err.strerror or err), field="path")
     opts = {"part_size": part_size, "multipart_threshold": multipart_threshold, "uid": uid, "gid": gid,
-            "state": state, "known_dirs": {dest}, "renamed_in": set()}
+            "state": state, "known_dirs": {dest}, "renamed_in": set(), "nice": nice}
     _run_downloads(run, transfers, opts, workers)
 
     for rel in deletes:
@@ -1342,7 +1368,7 @@ def download(client, bucket, prefix, dest, include=None, exclude=None, delete=Fa
 
 def download_object(client, bucket, key, dest_path, expected_etag=None, expected_size=None, object_info=None,
                     workers=DEFAULT_WORKERS, multipart_threshold=DEFAULT_MULTIPART_THRESHOLD,
-                    part_size=DEFAULT_PART_SIZE, owner=None, group=None, progress=None, reserve_bytes=0):
+                    part_size=DEFAULT_PART_SIZE, owner=None, group=None, progress=None, reserve_bytes=0, nice=0):
     """Download the single object ``bucket/key`` to the file ``dest_path``, without a listing.
 
     Same machinery as :func:`download`: hidden temp file and sidecar next to ``dest_path``, parallel ranged GETs
@@ -1408,7 +1434,7 @@ def download_object(client, bucket, key, dest_path, expected_etag=None, expected
     run.total_bytes = expected_size
     _check_space(folder, _needed_space([item]), reserve_bytes)
     opts = {"part_size": part_size, "multipart_threshold": multipart_threshold, "uid": uid, "gid": gid,
-            "state": state, "known_dirs": set(), "renamed_in": set(), "pinned": True}
+            "state": state, "known_dirs": set(), "renamed_in": set(), "pinned": True, "nice": nice}
     job = _run_downloads(run, [item], opts, workers)[0]
     run.result.update({"etag": job.etag, "size": job.size})
     return run.finish()
@@ -1538,8 +1564,9 @@ class _ActiveSet:
 
 def upload(client, bucket, prefix, source, include=None, exclude=None, delete=False, dry_run=False,
            workers=DEFAULT_WORKERS, multipart_threshold=DEFAULT_MULTIPART_THRESHOLD, part_size=DEFAULT_PART_SIZE,
-           metadata=None, original_filename=True, progress=None):
-    """Mirror the folder ``source`` into ``bucket/prefix`` (see the module docstring). Returns the result dict."""
+           metadata=None, original_filename=True, progress=None, nice=0):
+    """Mirror the folder ``source`` into ``bucket/prefix`` (see the module docstring). Returns the result dict.
+    ``nice`` as for :func:`download`."""
     workers, part_size, multipart_threshold = _check_workers(workers, part_size, multipart_threshold)
     prefix = normalize_prefix(prefix)
     source = os.path.abspath(source)
@@ -1594,7 +1621,7 @@ def upload(client, bucket, prefix, source, include=None, exclude=None, delete=Fa
     active = _ActiveSet()
     opts = {"part_size": up_part, "multipart_threshold": multipart_threshold, "metadata": metadata,
             "original_filename": original_filename, "state": state, "active": active}
-    pool = _Pool(workers)
+    pool = _Pool(workers, nice)
     try:
         for t in transfers:
             pool.submit(_Upload(run, pool, t, opts).start)

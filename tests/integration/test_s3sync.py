@@ -240,6 +240,32 @@ def test_multipart_object_ranged_download_and_adoption(s3, bucket, client, tmp_p
     assert r["adopted"] == ["model.safetensors"] and r["requests"] == {"ListObjectsV2": 1}
 
 
+def _thread_nice():
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+def test_transfer_threads_run_at_lower_priority_only(s3, bucket, client, tmp_path):
+    """nice=N lowers the CPU priority of the transfer threads (the agent's /healthz stays fast), not the caller's."""
+    put_multipart(s3, bucket, "nice/model.safetensors", os.urandom(3 * MiB + 5))
+    base = _thread_nice()
+    seen = set()
+
+    def progress(done, total, key):
+        seen.add((threading.get_ident() == main_ident, _thread_nice()))
+
+    main_ident = threading.get_ident()
+    r = s3sync.download_object(client, bucket, "nice/model.safetensors", str(tmp_path / "d" / "m.safetensors"),
+                               multipart_threshold=MiB, part_size=MiB, workers=3, nice=7, progress=progress)
+    assert r["files"] == 1 and seen == {(False, min(19, base + 7))}, seen
+    assert _thread_nice() == base
+    seen.clear()
+    r = s3sync.upload(client, bucket, "nice-up", str(tmp_path / "d"), workers=2, nice=3, progress=progress)
+    assert r["files"] == 1 and seen == {(False, min(19, base + 3))}, seen
+    seen.clear()
+    r = s3sync.download(client, bucket, "nice", str(tmp_path / "e"), workers=2, progress=progress)
+    assert r["files"] == 1 and seen == {(False, base)}, seen   # the default leaves the priority alone
+
+
 @pytest.mark.parametrize("mode", ["corrupt-single", "corrupt-ranged", "truncate-single", "truncate-ranged"])
 def test_corrupted_or_truncated_download_is_caught(s3, bucket, client, tmp_path, monkeypatch, mode):
     data = put(s3, bucket, "m.bin", os.urandom(600 * KiB))

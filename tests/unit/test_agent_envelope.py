@@ -198,3 +198,12 @@ def test_config_check_names_every_bad_key():
                 "minio.secret_key", "jobs.surface_mode", "bogus: unknown key"):
         assert key in text, text
     assert "short" not in text            # secrets are never echoed
+
+
+def test_config_transfer_nice_default_and_range():
+    good = {"server": {"api_token": "t" * 16}, "minio": {"endpoint": "http://m:9000", "access_key": "a",
+                                                         "secret_key": "s"}}
+    assert config.check(good)["minio.transfer_nice"] == 10
+    with pytest.raises(config.ConfigError) as exc:
+        config.check({**good, "minio": {**good["minio"], "transfer_nice": 25}})
+    assert any(p.startswith("minio.transfer_nice: must be 0-19") for p in exc.value.problems), exc.value.problems

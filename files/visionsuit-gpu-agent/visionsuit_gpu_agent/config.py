@@ -90,6 +90,7 @@ SPEC = {
     "minio.backoff": (float, 0.5, lambda v: None if 0 <= v <= 30 else "must be 0-30 seconds"),
     "minio.timeout": (float, 60.0, lambda v: None if v > 0 else "must be positive"),
     "minio.workers": (int, 4, lambda v: None if 1 <= v <= 64 else "must be 1-64"),
+    "minio.transfer_nice": (int, 10, lambda v: None if 0 <= v <= 19 else "must be 0-19 (0: as the API threads)"),
     "comfyui.url": (str, "http://127.0.0.1:8188", lambda v: _url(v, path_ok=True)),
     "comfyui.checkpoints_dir": (str, "/opt/comfyui/models/checkpoints", _abs),
     "comfyui.loras_dir": (str, "/opt/comfyui/models/loras", _abs),

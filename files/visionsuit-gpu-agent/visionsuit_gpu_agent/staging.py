@@ -89,7 +89,7 @@ class Stager:
         folder, _prefix, base = self.cache_location(bucket, key)
         try:
             result = s3sync.download_object(self.client, bucket, key, os.path.join(folder, base), object_info=info,
-                                            workers=self.cfg["minio.workers"],
+                                            workers=self.cfg["minio.workers"], nice=self.cfg["minio.transfer_nice"],
                                             reserve_bytes=self.cfg["jobs.reserve_bytes"], progress=progress)
         except GpuWorkerError:
             self._drop_partial(folder, base)

@@ -367,7 +367,8 @@ class Agent:
             raise JobFailed("the workflow produced no output files")
         bucket, prefix = spec["output"]["bucket"], spec["output"]["prefix"]
         res = s3sync.upload(self.s3, bucket, prefix, job_real, include=[glob.escape(r) for r in rels],
-                            metadata={"visionsuit-job-id": job_id}, workers=self.cfg["minio.workers"])
+                            metadata={"visionsuit-job-id": job_id}, workers=self.cfg["minio.workers"],
+                            nice=self.cfg["minio.transfer_nice"])
         self.metrics.inc("uploaded_bytes_total", res["bytes"])
         outputs = []
         for rel in rels:

@@ -1,0 +1,3 @@
+module visionsuit/healthzload
+
+go 1.21
