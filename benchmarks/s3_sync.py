@@ -716,23 +716,32 @@ class Bench:
     def measure(self, tool, scenario, argv, nbytes, nfiles):
         rss_file = os.path.join(self.work, "rss.txt")
         if self.time_bin:
-            cmd = [self.time_bin, "-f", "%M", "-o", rss_file] + argv
+            cmd = [self.time_bin, "-f", "%M %U %S", "-o", rss_file] + argv
         else:
             cmd = [sys.executable, "-c", _RUSAGE_HELPER, rss_file] + argv
         self.proxy.reset()
+        server0, own0 = _proc_cpu(self.minio.pid), os.times()
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, env=tool.env, capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False)
         wall = time.perf_counter() - t0
+        server1, own1 = _proc_cpu(self.minio.pid), os.times()
         methods, ops = self.proxy.snapshot()
+        rss_kib = cpu = None
         try:
             with open(rss_file) as f:
-                rss_kib = int(f.read().strip().splitlines()[-1])
+                fields = f.read().strip().splitlines()[-1].split()
+            rss_kib = int(fields[0])
+            if len(fields) == 3:
+                cpu = float(fields[1]) + float(fields[2])
         except (OSError, ValueError, IndexError):
-            rss_kib = None
+            pass
         row = {"scenario": scenario, "tool": tool.name, "wall_s": round(wall, 3), "bytes": nbytes, "files": nfiles,
                "mb_s": round(nbytes / wall / 1e6, 1) if nbytes else None,
                "rss_mb": round(rss_kib / 1024, 1) if rss_kib else None, "rc": proc.returncode,
-               "via_proxy": tool.endpoint == self.proxy.endpoint}
+               "via_proxy": tool.endpoint == self.proxy.endpoint,
+               # CPU seconds (user + system) of the tool, of MinIO, and of this process (the proxy's threads)
+               "cpu_tool_s": cpu, "cpu_minio_s": None if server0 is None or server1 is None else server1 - server0,
+               "cpu_proxy_s": (own1.user + own1.system) - (own0.user + own0.system)}
         if row["via_proxy"]:
             row["requests"] = sum(methods.values())
             row["methods"] = methods
@@ -762,7 +771,7 @@ class Bench:
         self.results.append(row)
         speed = f"{row['mb_s']:7.1f} MB/s" if row["mb_s"] else "      -    "
         log(f"{row['scenario']} {row['tool']:<11} {row['wall_s']:7.2f} s  {speed}  req={row.get('requests')}  "
-            f"rss={row['rss_mb']} MB")
+            f"rss={row['rss_mb']} MB  cpu tool/minio/proxy={_fmt_cpu(row)} s")
 
     @staticmethod
     def _settle():
@@ -882,6 +891,11 @@ class Bench:
 
 
 # ---------------------------------------------------------------------------------------------- report
+def _median_or_none(values):
+    values = [v for v in values if v is not None]
+    return round(statistics.median(values), 3) if values else None
+
+
 def summarize(results):
     """Median per (scenario, tool) of the successful runs."""
     groups = collections.OrderedDict()
@@ -903,6 +917,7 @@ def summarize(results):
             "rss_mb": max((r["rss_mb"] or 0) for r in ok) or None, "requests": first.get("requests"),
             "methods": first.get("methods"), "ops": first.get("ops"),
             "engine_requests": first.get("engine_requests"), "via_proxy": first["via_proxy"], "rc": 0,
+            **{k: _median_or_none([r.get(k) for r in ok]) for k in ("cpu_tool_s", "cpu_minio_s", "cpu_proxy_s")},
         })
     return out
 
@@ -952,6 +967,21 @@ def evaluate(summary):
     return ratios, goals
 
 
+def _proc_cpu(pid):
+    """user + system CPU seconds of a process and all its threads, from /proc (None when unreadable)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _fmt_cpu(row):
+    parts = [row.get("cpu_tool_s"), row.get("cpu_minio_s"), row.get("cpu_proxy_s") if row.get("via_proxy") else 0.0]
+    return "/".join("?" if v is None else f"{v:.1f}" for v in parts)
+
+
 def print_report(bench, summary, ratios, goals):
     a = bench.args
     w = sys.stdout.write
@@ -966,7 +996,8 @@ def print_report(bench, summary, ratios, goals):
         w(f"  skipped {name}: {why}\n")
     for note in bench.notes:
         w(f"  note: {note}\n")
-    w(f"\n{'sc':<3} {'tool':<12} {'wall s':>9} {'MB/s':>9} {'requests':>9} {'peakRSS':>9}  by method\n")
+    w(f"\n{'sc':<3} {'tool':<12} {'wall s':>9} {'MB/s':>9} {'requests':>9} {'peakRSS':>9} "
+      f"{'CPU s tool/minio/proxy':>23}  by method\n")
     w("-" * 100 + "\n")
     for row in summary:
         if row.get("rc") != 0:
@@ -982,7 +1013,8 @@ def print_report(bench, summary, ratios, goals):
         mb_s = f"{row['mb_s']:.1f}" if row["mb_s"] else "-"
         requests = row["requests"] if row["requests"] is not None else "-"
         rss = f"{row['rss_mb']:.0f}" if row["rss_mb"] else "?"
-        w(f"{row['scenario']:<3} {row['tool']:<12} {row['wall_s']:9.2f} {mb_s:>9} {requests:>9} {rss:>8}M  {methods}\n")
+        w(f"{row['scenario']:<3} {row['tool']:<12} {row['wall_s']:9.2f} {mb_s:>9} {requests:>9} {rss:>8}M "
+          f"{_fmt_cpu(row):>23}  {methods}\n")
     w("\nratios (> 1 means ours is faster):\n")
     for r in ratios:
         w(f"  ({r['scenario']}) {r['what']:<48} {r['ratio']:6.2f}\n")
