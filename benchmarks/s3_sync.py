@@ -481,11 +481,11 @@ class Ours(Tool):
         return env
 
     def download(self, bucket, prefix, dest):
-        return ["python3", os.path.join(REPO, "files", "bin", "sync-checkpoints"), "--dest", dest,
+        return [sys.executable, os.path.join(REPO, "files", "bin", "sync-checkpoints"), "--dest", dest,
                 "--prefix", prefix, "--json"]
 
     def upload(self, src, bucket, prefix):
-        return ["python3", os.path.join(REPO, "files", "bin", "upload-outputs"), "--source", src,
+        return [sys.executable, os.path.join(REPO, "files", "bin", "upload-outputs"), "--source", src,
                 "--prefix", prefix, "--json"]
 
 
@@ -674,7 +674,7 @@ class Bench:
         c = self.client
         rng = random.Random(1)
         t0 = time.monotonic()
-        # (a) one big object, multipart with 16 MiB parts (as test-upload-models/upload() would store it)
+        # (a) one big object, multipart with 16 MiB parts and no checksum (as another tool would store it)
         self.big_key = f"big/model-{a.big_mib}MiB.safetensors"
         part = 16 * MiB
         size = a.big_mib * MiB
