@@ -464,7 +464,8 @@ class SyncState:
             tmp = "%s.%d.tmp" % (self.path, os.getpid())
             try:
                 with open(tmp, "w", encoding="utf-8") as f:
-                    json.dump(self.doc, f, sort_keys=True, separators=(",", ":"))
+                    # dumps (C encoder) + one write: json.dump encodes in Python, chunk by chunk
+                    f.write(json.dumps(self.doc, sort_keys=True, separators=(",", ":")))
                 os.replace(tmp, self.path)
                 self.dirty = False
             except OSError:
@@ -711,7 +712,7 @@ def _read_sidecar(path):
 def _write_json_atomic(path, doc):
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(doc, f)
+        f.write(json.dumps(doc))
     os.replace(tmp, path)
 
 
