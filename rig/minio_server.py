@@ -23,6 +23,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -49,6 +50,10 @@ def minio_binary() -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
+def _certs_args(certs_dir):
+    return ["--certs-dir", certs_dir] if certs_dir else []
+
+
 @dataclass
 class MinioServer:
     endpoint: str
@@ -59,11 +64,14 @@ class MinioServer:
     port: int
     address: str = "127.0.0.1"
     owns_data_dir: bool = False
+    certs_dir: str | None = None  # MinIO's --certs-dir (public.crt, private.key): the server speaks https
+    ca_file: str | None = None  # the CA that signed public.crt, used to wait for readiness
     _proc: subprocess.Popen | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def start(cls, data_dir: str | None = None, port: int | None = None, address: str = "127.0.0.1",
-              log_path: str | None = None, timeout: float = 60.0) -> MinioServer:
+              log_path: str | None = None, timeout: float = 60.0, certs_dir: str | None = None,
+              ca_file: str | None = None) -> MinioServer:
         binary = minio_binary()
         owns = data_dir is None
         data_dir = data_dir or tempfile.mkdtemp(prefix="vs-minio-")
@@ -76,12 +84,14 @@ class MinioServer:
         log = open(log_path or os.path.join(data_dir, ".minio.log"), "ab")  # noqa: SIM115
         proc = subprocess.Popen(
             [binary, "server", "--quiet", "--address", f"{address}:{port}",
-             "--console-address", f"127.0.0.1:{console}", os.path.join(data_dir, "data")],
+             "--console-address", f"127.0.0.1:{console}", *_certs_args(certs_dir), os.path.join(data_dir, "data")],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         host = "127.0.0.1" if address in ("0.0.0.0", "") else address  # noqa: S104
-        srv = cls(endpoint=f"http://{host}:{port}", access_key=access_key, secret_key=secret_key,
-                  data_dir=data_dir, pid=proc.pid, port=port, address=address, owns_data_dir=owns, _proc=proc)
+        scheme = "https" if certs_dir else "http"
+        srv = cls(endpoint=f"{scheme}://{host}:{port}", access_key=access_key, secret_key=secret_key,
+                  data_dir=data_dir, pid=proc.pid, port=port, address=address, owns_data_dir=owns,
+                  certs_dir=certs_dir, ca_file=ca_file, _proc=proc)
         srv.wait_ready(timeout)
         return srv
 
@@ -91,7 +101,8 @@ class MinioServer:
             if self._proc is not None and self._proc.poll() is not None:
                 raise RuntimeError(f"minio exited with {self._proc.returncode}; see {self.data_dir}/.minio.log")
             try:
-                with urllib.request.urlopen(self.endpoint + "/minio/health/ready", timeout=2) as r:
+                context = ssl.create_default_context(cafile=self.ca_file) if self.certs_dir else None
+                with urllib.request.urlopen(self.endpoint + "/minio/health/ready", timeout=2, context=context) as r:
                     if r.status == 200:
                         return
             except (urllib.error.URLError, OSError):
@@ -111,7 +122,8 @@ class MinioServer:
         log = open(os.path.join(self.data_dir, ".minio.log"), "ab")  # noqa: SIM115
         self._proc = subprocess.Popen(
             [binary, "server", "--quiet", "--address", f"{self.address}:{self.port}",
-             "--console-address", f"127.0.0.1:{free_port()}", os.path.join(self.data_dir, "data")],
+             "--console-address", f"127.0.0.1:{free_port()}", *_certs_args(self.certs_dir),
+             os.path.join(self.data_dir, "data")],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         self.pid = self._proc.pid
