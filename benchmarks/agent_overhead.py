@@ -273,9 +273,10 @@ def main():
                 client = "Go client healthz-load"
                 lat, errors, clients = health_load_go(binary, port, args.clients, args.seconds, args.interval)
             else:
-                client = "Python client, 4 processes" + ("" if binary is None and not python
-                                                         else ", its own threads inflate the tail")
-                if binary is None and not args.python_client:
+                client = "Python client, 4 processes"
+                if python:
+                    client += ", its own threads inflate the tail"
+                elif not args.python_client:
                     client += " (no Go toolchain found)"
                 lat, errors, clients = health_load_python(port, args.clients, args.seconds, args.interval)
             state = request(port, "GET", "/jobs/" + job_id)[1]["state"]

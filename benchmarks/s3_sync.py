@@ -506,14 +506,18 @@ class Rclone(Tool):
         return ["rclone", "copy", src, f"m:{bucket}/{prefix}"]
 
 
+def aws_env(b, **extra):
+    """The AWS SDK settings aws and s5cmd share: MinIO's keys, the bench's config file, no metadata service."""
+    return dict(b.base_env, AWS_CONFIG_FILE=b.aws_config, AWS_SHARED_CREDENTIALS_FILE=os.path.join(b.work, "none"),
+                AWS_ACCESS_KEY_ID=b.minio.access_key, AWS_SECRET_ACCESS_KEY=b.minio.secret_key,
+                AWS_EC2_METADATA_DISABLED="true", **extra)
+
+
 class AwsCli(Tool):
     name = "aws"
 
     def make_env(self):
-        b = self.bench
-        return dict(b.base_env, AWS_CONFIG_FILE=b.aws_config, AWS_SHARED_CREDENTIALS_FILE=os.path.join(b.work, "none"),
-                    AWS_ACCESS_KEY_ID=b.minio.access_key, AWS_SECRET_ACCESS_KEY=b.minio.secret_key,
-                    AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true", AWS_PAGER="")
+        return aws_env(self.bench, AWS_DEFAULT_REGION="us-east-1", AWS_PAGER="")
 
     def _aws(self, *args):
         return [self.bench.aws, "--endpoint-url", self.endpoint, "s3", "sync", *args, "--only-show-errors"]
@@ -529,10 +533,7 @@ class S5cmd(Tool):
     name = "s5cmd"
 
     def make_env(self):
-        b = self.bench
-        return dict(b.base_env, AWS_CONFIG_FILE=b.aws_config, AWS_SHARED_CREDENTIALS_FILE=os.path.join(b.work, "none"),
-                    AWS_ACCESS_KEY_ID=b.minio.access_key, AWS_SECRET_ACCESS_KEY=b.minio.secret_key,
-                    AWS_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
+        return aws_env(self.bench, AWS_REGION="us-east-1")
 
     def _s5(self, *args):
         return [self.bench.s5cmd, "--endpoint-url", self.endpoint, "sync", *args]

@@ -157,6 +157,29 @@ def put_multipart(s3, bucket, key, data, part=5 * MiB):
     return data
 
 
+class FlakyGets:
+    """Patch ``S3Client.get_object`` to raise TransientError from its ``after + 1``-th call on (a lost network);
+    ``off()`` restores the real one, ``on()`` arms it again with the count reset."""
+
+    def __init__(self, monkeypatch, after):
+        self.monkeypatch, self.after, self.original = monkeypatch, after, S3Client.get_object
+        self.on()
+
+    def on(self):
+        self.calls = []
+
+        def get(client, *a, **kw):  # a plain function, so that it binds to the client like the real method
+            self.calls.append(kw.get("start"))
+            if len(self.calls) > self.after:
+                raise TransientError("simulated network loss")
+            return self.original(client, *a, **kw)
+
+        self.monkeypatch.setattr(S3Client, "get_object", get)
+
+    def off(self):
+        self.monkeypatch.setattr(S3Client, "get_object", self.original)
+
+
 def tree(root):
     out = {}
     for dirpath, _dirs, files in os.walk(root):
@@ -301,22 +324,13 @@ def test_corrupted_or_truncated_download_is_caught(s3, bucket, client, tmp_path,
 
 def test_interrupted_ranged_download_resumes(s3, bucket, client, tmp_path, monkeypatch):
     data = put(s3, bucket, "r.bin", os.urandom(2 * MiB))
-    original = S3Client.get_object
-    calls = []
-
-    def flaky(self, *a, **kw):
-        calls.append(kw.get("start"))
-        if len(calls) > 5:
-            raise TransientError("simulated network loss")
-        return original(self, *a, **kw)
-
-    monkeypatch.setattr(S3Client, "get_object", flaky)
+    flaky = FlakyGets(monkeypatch, after=5)
     dest = tmp_path / "d"
     with pytest.raises(TransientError):
         s3sync.download(client, bucket, "", str(dest), multipart_threshold=256 * KiB, part_size=128 * KiB, workers=1)
     assert not (dest / "r.bin").exists()
     assert (dest / ".r.bin.vsync-part").exists() and (dest / ".r.bin.vsync-part.json").exists()
-    monkeypatch.setattr(S3Client, "get_object", original)
+    flaky.off()
     before = client.stats["GetObject"]
     r = s3sync.download(client, bucket, "", str(dest), multipart_threshold=256 * KiB, part_size=128 * KiB)
     assert r["resumed"] == ["r.bin"]
@@ -325,13 +339,12 @@ def test_interrupted_ranged_download_resumes(s3, bucket, client, tmp_path, monke
     assert sorted(os.listdir(dest)) == [s3sync.STATE_FILE, "r.bin"]
 
     # a temp file of an object that changed meanwhile is not resumed
-    calls.clear()
-    monkeypatch.setattr(S3Client, "get_object", flaky)
+    flaky.on()
     (dest / "r.bin").unlink()
     with pytest.raises(TransientError):
         s3sync.download(client, bucket, "", str(dest), multipart_threshold=256 * KiB, part_size=128 * KiB, workers=1)
     new = put(s3, bucket, "r.bin", os.urandom(2 * MiB))
-    monkeypatch.setattr(S3Client, "get_object", original)
+    flaky.off()
     r = s3sync.download(client, bucket, "", str(dest), multipart_threshold=256 * KiB, part_size=128 * KiB)
     assert r["resumed"] == [] and (dest / "r.bin").read_bytes() == new
 
@@ -672,16 +685,7 @@ def test_resumed_ranges_are_hashed_from_disk(s3, bucket, client, tmp_path, monke
     """What a crash could leave wrong in recorded ranges is caught before the rename."""
     data = os.urandom(2 * MiB)
     client.put_object(bucket, "r.bin", data, checksum_crc32=crc_b64(data))
-    original = S3Client.get_object
-    calls = []
-
-    def flaky(self, *a, **kw):
-        calls.append(kw.get("start"))
-        if len(calls) > 5:
-            raise TransientError("simulated network loss")
-        return original(self, *a, **kw)
-
-    monkeypatch.setattr(S3Client, "get_object", flaky)
+    flaky = FlakyGets(monkeypatch, after=5)
     dest = tmp_path / "d"
     opts = {"multipart_threshold": 256 * KiB, "part_size": 128 * KiB, "workers": 1}
     with pytest.raises(TransientError):
@@ -691,7 +695,7 @@ def test_resumed_ranges_are_hashed_from_disk(s3, bucket, client, tmp_path, monke
     with open(dest / ".r.bin.vsync-part", "r+b") as f:  # a recorded range that did not reach the disk intact
         f.seek(3 * 128 * KiB + 5)
         f.write(b"\0" * 100)
-    monkeypatch.setattr(S3Client, "get_object", original)
+    flaky.off()
     with pytest.raises(GpuWorkerError) as e:
         s3sync.download(client, bucket, "", str(dest), **opts)
     assert "integrity check failed for 'r.bin'" in str(e.value) and "resumed" in str(e.value)
@@ -772,20 +776,11 @@ def test_download_object_ranged_with_object_info_resumes_and_verifies(s3, bucket
     path = tmp_path / "big.bin"
     # one worker: the four ranges fetched before the failure are complete and recorded, deterministically
     opts = {"multipart_threshold": 256 * KiB, "part_size": 256 * KiB, "workers": 1}
-    original = S3Client.get_object
-    calls = []
-
-    def flaky(self, *a, **kw):
-        calls.append(1)
-        if len(calls) > 4:
-            raise TransientError("simulated network loss")
-        return original(self, *a, **kw)
-
-    monkeypatch.setattr(S3Client, "get_object", flaky)
+    flaky = FlakyGets(monkeypatch, after=4)
     with pytest.raises(TransientError):
         s3sync.download_object(client, bucket, "big.bin", str(path), object_info=info, **opts)
     assert not path.exists() and (tmp_path / ".big.bin.vsync-part.json").exists()
-    monkeypatch.setattr(S3Client, "get_object", original)
+    flaky.off()
     before = dict(client.stats)
     r = s3sync.download_object(client, bucket, "big.bin", str(path), object_info=info, **opts)
     assert r["resumed"] == ["big.bin"] and r["files"] == 1
