@@ -42,13 +42,19 @@ system-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-venv: $(VENV)/.stamp $(COLL_LINK)
+venv: $(VENV)/.stamp $(VENV)/.packages $(COLL_LINK)
 
 $(VENV)/.stamp: requirements-dev.txt
 	@echo ">> creating $(VENV) from requirements-dev.txt"
 	@test -x $(VENV)/bin/python || python3 -m venv $(VENV)
 	@$(VENV)/bin/pip install -q --upgrade pip
 	@$(VENV)/bin/pip install -q -r requirements-dev.txt
+	@touch $@
+
+# The node packages (library + agent), editable: tests import them by the names the nodes use.
+$(VENV)/.packages: $(VENV)/.stamp pyproject.toml agent/pyproject.toml
+	@echo ">> installing visionsuit-gpuworker and visionsuit-gpu-agent (editable) into $(VENV)"
+	@$(VENV)/bin/pip install -q --no-build-isolation --no-deps -e . -e ./agent
 	@touch $@
 
 # The checkout, seen by Ansible as the collection visionsuit.gpuworker.

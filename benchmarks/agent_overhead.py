@@ -41,7 +41,7 @@ AGENT_SRC = ROOT / "files" / "visionsuit-gpu-agent"
 sys.path.insert(0, str(ROOT))
 
 from rig.minio_server import MinioServer, free_port  # noqa: E402
-from tests.fixtures_standin import safetensors_bytes, start_standin  # noqa: E402
+from rig.standin_fixtures import safetensors_bytes, start_standin  # noqa: E402
 
 CACHE = Path(os.environ.get("VISIONSUIT_CACHE") or
              Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "visionsuit-gpuworker")
@@ -201,7 +201,7 @@ def main():
     agent = None
     try:
         sys.path.insert(0, str(lib_dir()))
-        from visionsuit_gpuworker.s3client import S3Client
+        from visionsuit_gpuworker.s3.client import S3Client
 
         s3 = S3Client(minio.endpoint, minio.access_key, minio.secret_key)
         s3.create_bucket("bench")

@@ -645,7 +645,7 @@ class Bench:
         self.proxy = CountingProxy(url.hostname, url.port)
         log(f"MinIO at {self.minio.endpoint}, counting proxy at {self.proxy.endpoint}")
         sys.path.insert(0, self.lib_dir)
-        from visionsuit_gpuworker.s3client import S3Client
+        from visionsuit_gpuworker.s3.client import S3Client
         self.client = S3Client(self.minio.endpoint, self.minio.access_key, self.minio.secret_key)
         tag = secrets.token_hex(3)
         self.src_bucket = "vsbench-src-" + tag

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Make a git repository of the ComfyUI stand-in (files/comfyui-standin) with two tagged commits, so the
+# Make a git repository of the ComfyUI stand-in (rig/comfyui-standin) with two tagged commits, so the
 # comfyui role can clone it like ComfyUI and tests can upgrade from one pinned version to the other.
 #   rig/standin-repo.sh DEST     -> DEST is a bare repo with tags standin-v1 and standin-v2
 # Prints the commit ids of the two tags.
@@ -7,7 +7,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 dest=${1:?usage: standin-repo.sh DEST}
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
-cp -r "$here/files/comfyui-standin/." "$work/"
+cp -r "$here/rig/comfyui-standin/." "$work/"
 find "$work" -name __pycache__ -prune -exec rm -rf {} +
 cd "$work"
 git init -q -b master .

@@ -204,7 +204,7 @@ workflow:
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
 from ansible_collections.visionsuit.gpuworker.plugins.module_utils.ansible_common import run_module  # noqa: E402
-from ansible_collections.visionsuit.gpuworker.plugins.module_utils.comfy_client import (  # noqa: E402
+from ansible_collections.visionsuit.gpuworker.plugins.module_utils.comfyui.client import (  # noqa: E402
     ComfyClient,
     ComfyConnectionError,
     WorkflowExecutionError,

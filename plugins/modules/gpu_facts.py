@@ -146,7 +146,7 @@ import os  # noqa: E402
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
 from ansible_collections.visionsuit.gpuworker.plugins.module_utils.ansible_common import run_module  # noqa: E402
-from ansible_collections.visionsuit.gpuworker.plugins.module_utils.gpu_detect import detect, parse_sysfs  # noqa: E402
+from ansible_collections.visionsuit.gpuworker.plugins.module_utils.gpu.detect import detect, parse_sysfs  # noqa: E402
 
 NVIDIA_QUERY = "--query-gpu=name,driver_version,memory.total,compute_cap"
 NVIDIA_QUERY_OLD = "--query-gpu=name,driver_version,memory.total"

@@ -138,7 +138,7 @@ cuda_wheels:
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
 from ansible_collections.visionsuit.gpuworker.plugins.module_utils.ansible_common import run_module  # noqa: E402
-from ansible_collections.visionsuit.gpuworker.plugins.module_utils.gpu_detect import cuda_table, plan, validate  # noqa: E402
+from ansible_collections.visionsuit.gpuworker.plugins.module_utils.gpu.detect import cuda_table, plan, validate  # noqa: E402
 
 
 def main_func(module):

@@ -100,7 +100,7 @@ from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
 from ansible_collections.visionsuit.gpuworker.plugins.module_utils.ansible_common import run_module  # noqa: E402
 from ansible_collections.visionsuit.gpuworker.plugins.module_utils.errors import GpuWorkerError  # noqa: E402
-from ansible_collections.visionsuit.gpuworker.plugins.module_utils.minio_env import (  # noqa: E402
+from ansible_collections.visionsuit.gpuworker.plugins.module_utils.s3.env import (  # noqa: E402
     CONNECTION_ARGUMENT_SPEC,
     client_from_module_params,
 )

@@ -198,11 +198,11 @@ endpoint:
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
 from ansible_collections.visionsuit.gpuworker.plugins.module_utils.ansible_common import run_module  # noqa: E402
-from ansible_collections.visionsuit.gpuworker.plugins.module_utils.minio_env import (  # noqa: E402
+from ansible_collections.visionsuit.gpuworker.plugins.module_utils.s3.env import (  # noqa: E402
     CONNECTION_ARGUMENT_SPEC,
     client_from_module_params,
 )
-from ansible_collections.visionsuit.gpuworker.plugins.module_utils.s3sync import sync  # noqa: E402
+from ansible_collections.visionsuit.gpuworker.plugins.module_utils.s3.sync import sync  # noqa: E402
 
 
 def _run(module):

@@ -15,8 +15,9 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = ROOT / ".venv" / "bin"
-CLI = ROOT / "files" / "bin" / "test-run-workflow"
-VALIDATION_WF = ROOT / "workflows" / "validation.json"
+# The console script pip installed beside the interpreter, as on a node (<venv>/bin/test-run-workflow).
+CLI = Path(sys.executable).parent / "test-run-workflow"
+VALIDATION_WF = ROOT / "roles" / "minio_helpers" / "files" / "validation.json"
 
 SIMPLE_WF = {
     "1": {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 32, "batch_size": 1, "color": 255}},
@@ -34,14 +35,6 @@ MISSING_CKPT_LINE = ("node 4 (CheckpointLoaderSimple) input ckpt_name: value 'x.
 
 # ---------------------------------------------------------------------------------------------- helpers
 @pytest.fixture(scope="module")
-def lib_dir(tmp_path_factory):
-    """What the minio_helpers role installs: the package visionsuit_gpuworker = plugins/module_utils."""
-    lib = tmp_path_factory.mktemp("lib")
-    (lib / "visionsuit_gpuworker").symlink_to(ROOT / "plugins" / "module_utils", target_is_directory=True)
-    return lib
-
-
-@pytest.fixture(scope="module")
 def collections_path(tmp_path_factory):
     """A collections path whose visionsuit.gpuworker is this checkout (independent of .build/)."""
     base = tmp_path_factory.mktemp("collections")
@@ -57,9 +50,8 @@ def write_wf(tmp_path, wf, name="wf.json"):
     return path
 
 
-def run_cli(lib_dir, *args, env=None, timeout=60):
-    full_env = dict(os.environ, VISIONSUIT_LIB=str(lib_dir))
-    full_env.update(env or {})
+def run_cli(*args, env=None, timeout=60):
+    full_env = dict(os.environ, **(env or {}))
     return subprocess.run([sys.executable, str(CLI)] + [str(a) for a in args], capture_output=True, text=True,
                           env=full_env, timeout=timeout)
 
@@ -90,15 +82,15 @@ def history(srv):
 
 
 # ---------------------------------------------------------------------------------------------- node command
-def test_cli_success_prints_assets(comfy_standin, lib_dir, tmp_path):
+def test_cli_success_prints_assets(comfy_standin, tmp_path):
     wf = write_wf(tmp_path, SIMPLE_WF)
-    proc = run_cli(lib_dir, "--workflow", wf, "--interval", "0.2", *cli_target(comfy_standin))
+    proc = run_cli("--workflow", wf, "--interval", "0.2", *cli_target(comfy_standin))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["it_00001_.png"]
     assert proc.stderr == ""
     assert (comfy_standin.output_dir / "it_00001_.png").is_file()
     # --set keeps the type of the value it replaces; --json gives the summary
-    proc = run_cli(lib_dir, "--workflow", wf, "--set", "1.width=48", "--set", "2.filename_prefix=sub/other",
+    proc = run_cli("--workflow", wf, "--set", "1.width=48", "--set", "2.filename_prefix=sub/other",
                    "--json", *cli_target(comfy_standin))
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
@@ -110,34 +102,34 @@ def test_cli_success_prints_assets(comfy_standin, lib_dir, tmp_path):
     assert entry["prompt"][2]["1"]["inputs"]["width"] == 48
 
 
-def test_cli_bad_input_exit_2(comfy_standin, lib_dir, tmp_path):
-    proc = run_cli(lib_dir, "--workflow", write_wf(tmp_path, "{not json"), *cli_target(comfy_standin))
+def test_cli_bad_input_exit_2(comfy_standin, tmp_path):
+    proc = run_cli("--workflow", write_wf(tmp_path, "{not json"), *cli_target(comfy_standin))
     assert proc.returncode == 2
     assert "is not JSON" in proc.stderr
     ui = {"last_node_id": 2, "last_link_id": 1, "nodes": [{"id": 1, "type": "EmptyImage"}], "links": [],
           "version": 0.4}
-    proc = run_cli(lib_dir, "--workflow", write_wf(tmp_path, ui), *cli_target(comfy_standin))
+    proc = run_cli("--workflow", write_wf(tmp_path, ui), *cli_target(comfy_standin))
     assert proc.returncode == 2
     assert "UI (graph) format" in proc.stderr and "Save (API Format)" in proc.stderr
-    proc = run_cli(lib_dir, "--workflow", write_wf(tmp_path, SIMPLE_WF), "--set", "7.seed=1",
+    proc = run_cli("--workflow", write_wf(tmp_path, SIMPLE_WF), "--set", "7.seed=1",
                    *cli_target(comfy_standin))
     assert proc.returncode == 2
     assert "node 7: no such node" in proc.stderr
-    proc = run_cli(lib_dir, "--workflow", tmp_path / "absent.json", *cli_target(comfy_standin))
+    proc = run_cli("--workflow", tmp_path / "absent.json", *cli_target(comfy_standin))
     assert proc.returncode == 2 and "cannot read workflow file" in proc.stderr
     assert history(comfy_standin) == {}
 
 
-def test_cli_missing_checkpoint_exit_3(comfy_standin, lib_dir, tmp_path):
-    proc = run_cli(lib_dir, "--workflow", write_wf(tmp_path, MISSING_CKPT_WF), *cli_target(comfy_standin))
+def test_cli_missing_checkpoint_exit_3(comfy_standin, tmp_path):
+    proc = run_cli("--workflow", write_wf(tmp_path, MISSING_CKPT_WF), *cli_target(comfy_standin))
     assert proc.returncode == 3, proc.stderr
     assert proc.stderr.splitlines() == ["test-run-workflow: ComfyUI rejected the workflow:", "  " + MISSING_CKPT_LINE]
     assert proc.stdout == ""
 
 
-def test_cli_execution_error_exit_4(standin_factory, lib_dir, tmp_path):
+def test_cli_execution_error_exit_4(standin_factory, tmp_path):
     srv = standin_factory(fail_node="2")
-    proc = run_cli(lib_dir, "--workflow", write_wf(tmp_path, SIMPLE_WF), "--json", *cli_target(srv))
+    proc = run_cli("--workflow", write_wf(tmp_path, SIMPLE_WF), "--json", *cli_target(srv))
     assert proc.returncode == 4, proc.stderr
     assert "failed on node 2 (SaveImage)" in proc.stderr
     summary = json.loads(proc.stdout)
@@ -146,9 +138,9 @@ def test_cli_execution_error_exit_4(standin_factory, lib_dir, tmp_path):
     assert summary["error"]["exception_message"]
 
 
-def test_cli_websocket_dropped_mid_run_falls_back_to_polling(standin_factory, lib_dir, tmp_path):
+def test_cli_websocket_dropped_mid_run_falls_back_to_polling(standin_factory, tmp_path):
     srv = standin_factory(delay=0.3, drop_ws_after=2)
-    proc = run_cli(lib_dir, "--workflow", write_wf(tmp_path, SIMPLE_WF), "--json", "--interval", "0.2",
+    proc = run_cli("--workflow", write_wf(tmp_path, SIMPLE_WF), "--json", "--interval", "0.2",
                    *cli_target(srv))
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
@@ -157,9 +149,9 @@ def test_cli_websocket_dropped_mid_run_falls_back_to_polling(standin_factory, li
     assert "cutting" in srv.log()
 
 
-def test_cli_html_answers_while_polling_are_ignored_silently(standin_factory, lib_dir, tmp_path):
+def test_cli_html_answers_while_polling_are_ignored_silently(standin_factory, tmp_path):
     srv = standin_factory(delay=0.3, html_responses=4)
-    proc = run_cli(lib_dir, "--workflow", write_wf(tmp_path, SIMPLE_WF), "--no-websocket", "--interval", "0.1",
+    proc = run_cli("--workflow", write_wf(tmp_path, SIMPLE_WF), "--no-websocket", "--interval", "0.1",
                    *cli_target(srv))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["it_00001_.png"]
@@ -167,18 +159,18 @@ def test_cli_html_answers_while_polling_are_ignored_silently(standin_factory, li
     assert srv.state()["faults"]["html_responses"] == 0  # all 4 HTML answers were served (and ignored)
 
 
-def test_cli_timeout_exit_5(standin_factory, lib_dir, tmp_path):
+def test_cli_timeout_exit_5(standin_factory, tmp_path):
     srv = standin_factory(delay=5)
-    proc = run_cli(lib_dir, "--workflow", write_wf(tmp_path, SIMPLE_WF), "--timeout", "1", "--interval", "0.2",
+    proc = run_cli("--workflow", write_wf(tmp_path, SIMPLE_WF), "--timeout", "1", "--interval", "0.2",
                    *cli_target(srv))
     assert proc.returncode == 5, proc.stderr
     assert "did not finish within 1s" in proc.stderr and "running" in proc.stderr
 
 
-def test_cli_unreachable_exit_6(lib_dir, tmp_path):
-    from tests.fixtures_standin import free_port
+def test_cli_unreachable_exit_6(tmp_path):
+    from rig.standin_fixtures import free_port
 
-    proc = run_cli(lib_dir, "--workflow", write_wf(tmp_path, SIMPLE_WF), "--port", free_port())
+    proc = run_cli("--workflow", write_wf(tmp_path, SIMPLE_WF), "--port", free_port())
     assert proc.returncode == 6
     assert "cannot reach ComfyUI" in proc.stderr
 
@@ -237,15 +229,15 @@ def _minio_env(tmp_path, minio, **buckets):
     return path
 
 
-def test_validation_workflow_passes_once_models_are_synced(standin_factory, lib_dir, tmp_path, minio, s3, bucket):
-    from tests.fixtures_standin import safetensors_bytes
+def test_validation_workflow_passes_once_models_are_synced(standin_factory, tmp_path, minio, s3, bucket):
+    from rig.standin_fixtures import safetensors_bytes
 
     srv = standin_factory()
     wf = json.loads(VALIDATION_WF.read_text())
     assert {n["class_type"] for n in wf.values()} == {
         "CheckpointLoaderSimple", "LoraLoader", "CLIPTextEncode", "EmptyLatentImage", "KSampler", "VAEDecode",
         "SaveImage"}
-    proc = run_cli(lib_dir, "--workflow", VALIDATION_WF, "--check", *cli_target(srv))
+    proc = run_cli("--workflow", VALIDATION_WF, "--check", *cli_target(srv))
     assert proc.returncode == 3
     assert "ckpt_name: value 'calicomixPonyXL_v20.safetensors' not in list" in proc.stderr
     assert "sync-checkpoints" in proc.stderr and "sync-loras" in proc.stderr
@@ -258,18 +250,16 @@ def test_validation_workflow_passes_once_models_are_synced(standin_factory, lib_
     env_file = _minio_env(tmp_path, minio, checkpoints=bucket, loras=bucket)
     sync_env = {"MINIO_CHECKPOINTS_PREFIX": "checkpoints/", "MINIO_LORAS_PREFIX": "loras/"}
     for prog, folder in (("sync-checkpoints", "checkpoints"), ("sync-loras", "loras")):
-        code = (f"import sys; sys.path.insert(0, {str(lib_dir)!r}); from visionsuit_gpuworker.node_cli import main; "
-                f"sys.exit(main(sys.argv[1:], prog={prog!r}))")
-        sync = subprocess.run([sys.executable, "-c", code, "--env-file", str(env_file), "-q",
-                               "--dest", str(srv.base_dir / "models" / folder)],
+        sync = subprocess.run([sys.executable, str(Path(sys.executable).parent / prog), "--env-file", str(env_file),
+                               "-q", "--dest", str(srv.base_dir / "models" / folder)],
                               capture_output=True, text=True, env=dict(os.environ, **sync_env), timeout=60)
         assert sync.returncode == 0, sync.stderr
     assert (srv.base_dir / "models" / "checkpoints" / "calicomixPonyXL_v20.safetensors").read_bytes() == model
 
-    proc = run_cli(lib_dir, "--workflow", VALIDATION_WF, "--check", *cli_target(srv))
+    proc = run_cli("--workflow", VALIDATION_WF, "--check", *cli_target(srv))
     assert proc.returncode == 0, proc.stderr
     assert history(srv) == {}
-    proc = run_cli(lib_dir, "--workflow", VALIDATION_WF, "--set", "5.width=64", "--set", "5.height=64",
+    proc = run_cli("--workflow", VALIDATION_WF, "--set", "5.width=64", "--set", "5.height=64",
                    "--set", "3.steps=2", "--json", *cli_target(srv))
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
@@ -277,11 +267,11 @@ def test_validation_workflow_passes_once_models_are_synced(standin_factory, lib_
     assert (srv.output_dir / "validation_00001_.png").is_file()
 
 
-def test_cli_export_dir_downloads_outputs_from_minio(standin_factory, lib_dir, tmp_path, minio, s3, bucket):
+def test_cli_export_dir_downloads_outputs_from_minio(standin_factory, tmp_path, minio, s3, bucket):
     srv = standin_factory(delay=0.2)
     env_file = _minio_env(tmp_path, minio, outputs=bucket)
     export = tmp_path / "export"
-    full_env = dict(os.environ, VISIONSUIT_LIB=str(lib_dir))
+    full_env = dict(os.environ)
     cmd = [sys.executable, str(CLI), "--workflow", str(write_wf(tmp_path, SIMPLE_WF)), "--export-dir", str(export),
            "--env-file", str(env_file), "--export-wait", "30", "--interval", "0.2", "--host", srv.host,
            "--port", str(srv.port)]
@@ -306,7 +296,7 @@ def test_cli_export_dir_downloads_outputs_from_minio(standin_factory, lib_dir, t
     # a bad minio.env fails before anything is queued
     bad = tmp_path / "bad.env"
     bad.write_text("MINIO_ENDPOINT=\n")
-    proc = run_cli(lib_dir, "--workflow", write_wf(tmp_path, SIMPLE_WF), "--export-dir", export,
+    proc = run_cli("--workflow", write_wf(tmp_path, SIMPLE_WF), "--export-dir", export,
                    "--env-file", bad, *cli_target(srv))
     assert proc.returncode == 1
     assert "--export-dir" in proc.stderr

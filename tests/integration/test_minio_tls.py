@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.visionsuit.gpuworker.plugins.module_utils import s3sync
-from ansible_collections.visionsuit.gpuworker.plugins.module_utils.errors import GpuWorkerError
-from ansible_collections.visionsuit.gpuworker.plugins.module_utils.s3client import S3Client
 from rig.minio_server import MinioServer
+from visionsuit_gpuworker.errors import GpuWorkerError
+from visionsuit_gpuworker.s3 import sync as s3sync
+from visionsuit_gpuworker.s3.client import S3Client
 
 x509 = pytest.importorskip("cryptography.x509")
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
@@ -105,20 +105,17 @@ def test_unknown_ca_is_refused_with_the_fix(tls, bundle):
 
 
 def _node_env(tmp_path, srv, extra):
-    lib = tmp_path / "lib"
-    lib.mkdir()
-    (lib / "visionsuit_gpuworker").symlink_to(ROOT / "plugins" / "module_utils", target_is_directory=True)
     env_file = tmp_path / "minio.env"
     env_file.write_text(f"MINIO_ENDPOINT={srv.endpoint}\nMINIO_ACCESS_KEY={srv.access_key}\n"
                         f"MINIO_SECRET_KEY={srv.secret_key}\nMINIO_BUCKET_CHECKPOINTS=tls-ck\n"
                         f"MINIO_BUCKET_LORAS=tls-lo\nMINIO_BUCKET_OUTPUTS=tls-out\n{extra}")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MINIO_")}
-    env.update(VISIONSUIT_LIB=str(lib), VISIONSUIT_MINIO_ENV=str(env_file), PYTHONDONTWRITEBYTECODE="1")
+    env.update(VISIONSUIT_MINIO_ENV=str(env_file), PYTHONDONTWRITEBYTECODE="1")
     return env
 
 
 def _run(env, *argv):
-    proc = subprocess.run([sys.executable, str(ROOT / "files" / "bin" / argv[0]), *argv[1:]], env=env,
+    proc = subprocess.run([sys.executable, str(Path(sys.executable).parent / argv[0]), *argv[1:]], env=env,
                           capture_output=True, text=True, timeout=120, check=False)
     return proc
 

@@ -1,4 +1,5 @@
-"""The node commands (files/bin/* -> visionsuit_gpuworker.node_cli) end to end against a real MinIO."""
+"""The node commands (console scripts of visionsuit-gpuworker -> visionsuit_gpuworker.cli.node) end to end against
+a real MinIO. They run as installed in the test venv (`make venv` installs the package), as a node runs them."""
 from __future__ import annotations
 
 import json
@@ -19,23 +20,16 @@ except ImportError:  # pragma: no cover - imported as a package module
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-BIN = ROOT / "files" / "bin"
+# The console scripts pip installed beside the interpreter, as on a node (<venv>/bin).
+BIN = Path(sys.executable).parent
 COMMANDS = ["generate-model-manifest", "sync-checkpoints", "sync-loras", "upload-outputs", "test-create-buckets",
             "test-upload-models", "test-export-outputs"]
 KiB = 1024
 MiB = 1024 * 1024
 
 
-@pytest.fixture(scope="module")
-def lib(tmp_path_factory):
-    """The package layout the minio_helpers role installs: <lib>/visionsuit_gpuworker = plugins/module_utils."""
-    d = tmp_path_factory.mktemp("lib")
-    (d / "visionsuit_gpuworker").symlink_to(ROOT / "plugins" / "module_utils", target_is_directory=True)
-    return d
-
-
 class Node:
-    def __init__(self, minio, lib, tmp_path, endpoint=None):
+    def __init__(self, minio, tmp_path, endpoint=None):
         uid = uuid.uuid4().hex[:8]
         self.buckets = {"checkpoints": "ck-" + uid, "loras": "lo-" + uid, "outputs": "out-" + uid}
         self.env_file = tmp_path / "minio.env"
@@ -47,7 +41,7 @@ class Node:
                                                 self.buckets["outputs"]))
         self.secret = minio.secret_key
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("MINIO_")}
-        self.env.update(VISIONSUIT_LIB=str(lib), VISIONSUIT_MINIO_ENV=str(self.env_file), PYTHONDONTWRITEBYTECODE="1")
+        self.env.update(VISIONSUIT_MINIO_ENV=str(self.env_file), PYTHONDONTWRITEBYTECODE="1")
 
     def argv(self, command, *args):
         return [sys.executable, str(BIN / command), *map(str, args)]
@@ -65,8 +59,8 @@ class Node:
 
 
 @pytest.fixture
-def node(minio, lib, tmp_path):
-    return Node(minio, lib, tmp_path)
+def node(minio, tmp_path):
+    return Node(minio, tmp_path)
 
 
 @pytest.fixture
@@ -192,13 +186,9 @@ def test_upload_outputs_and_export(ready, s3, tmp_path):
     assert r["files"] == 2 and (export / "batch 1" / "ComfyUI_00002_.png").read_bytes() == b"\x89PNG2"
 
     # the Python entry shared with test-run-workflow --export-dir
-    sys.path.insert(0, str(ready.env["VISIONSUIT_LIB"]))
-    try:
-        from visionsuit_gpuworker import node_cli
-        res = node_cli.export_outputs(str(tmp_path / "only"), names=["batch 1/ComfyUI_00002_.png"],
-                                      env_file=str(ready.env_file))
-    finally:
-        sys.path.remove(str(ready.env["VISIONSUIT_LIB"]))
+    from visionsuit_gpuworker.cli import node as node_cli
+    res = node_cli.export_outputs(str(tmp_path / "only"), names=["batch 1/ComfyUI_00002_.png"],
+                                  env_file=str(ready.env_file))
     assert res["transferred"] == ["renders/batch 1/ComfyUI_00002_.png"]
 
 

@@ -20,10 +20,10 @@ import boto3
 import pytest
 from boto3.s3.transfer import TransferConfig
 
-from ansible_collections.visionsuit.gpuworker.plugins.module_utils import s3sync
-from ansible_collections.visionsuit.gpuworker.plugins.module_utils.errors import GpuWorkerError, TransientError
-from ansible_collections.visionsuit.gpuworker.plugins.module_utils.s3client import S3Client
 from rig.minio_server import MinioServer
+from visionsuit_gpuworker.errors import GpuWorkerError, TransientError
+from visionsuit_gpuworker.s3 import sync as s3sync
+from visionsuit_gpuworker.s3.client import S3Client
 
 pytestmark = pytest.mark.integration
 KiB = 1024

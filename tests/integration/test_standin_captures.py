@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from tests.fixtures_standin import WsClient, start_standin
+from rig.standin_fixtures import WsClient, start_standin
 
 pytestmark = pytest.mark.integration
 

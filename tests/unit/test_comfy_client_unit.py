@@ -10,8 +10,8 @@ import threading
 
 import pytest
 
-from ansible_collections.visionsuit.gpuworker.plugins.module_utils import comfy_client as cc
-from ansible_collections.visionsuit.gpuworker.plugins.module_utils.errors import GpuWorkerError
+from visionsuit_gpuworker.comfyui import client as cc
+from visionsuit_gpuworker.errors import GpuWorkerError
 
 API_WF = {
     "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}},

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.visionsuit.gpuworker.plugins.module_utils import gpu_detect as g
-from ansible_collections.visionsuit.gpuworker.plugins.module_utils.errors import GpuWorkerError
 from ansible_collections.visionsuit.gpuworker.plugins.modules import gpu_facts
+from visionsuit_gpuworker.errors import GpuWorkerError
+from visionsuit_gpuworker.gpu import detect as g
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "gpu"
 KERNEL = "6.8.0-45-generic"

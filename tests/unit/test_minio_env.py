@@ -3,8 +3,8 @@ import os
 
 import pytest
 
-from ansible_collections.visionsuit.gpuworker.plugins.module_utils.errors import GpuWorkerError
-from ansible_collections.visionsuit.gpuworker.plugins.module_utils.minio_env import (
+from visionsuit_gpuworker.errors import GpuWorkerError
+from visionsuit_gpuworker.s3.env import (
     CONFIG_EXIT_CODE,
     connection_from_options,
     load_minio_env,

@@ -1,8 +1,8 @@
 """SigV4 signing of the stdlib S3 client: the AWS documentation vectors and a cross-check with botocore."""
 import pytest
 
-from ansible_collections.visionsuit.gpuworker.plugins.module_utils.errors import GpuWorkerError
-from ansible_collections.visionsuit.gpuworker.plugins.module_utils.s3client import (
+from visionsuit_gpuworker.errors import GpuWorkerError
+from visionsuit_gpuworker.s3.client import (
     S3Client,
     canonical_query,
     decode_metadata_value,

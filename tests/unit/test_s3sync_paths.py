@@ -6,8 +6,8 @@ import zlib
 
 import pytest
 
-from ansible_collections.visionsuit.gpuworker.plugins.module_utils.errors import GpuWorkerError
-from ansible_collections.visionsuit.gpuworker.plugins.module_utils.s3sync import (
+from visionsuit_gpuworker.errors import GpuWorkerError
+from visionsuit_gpuworker.s3.sync import (
     MiB,
     Verifier,
     _matches,

@@ -1,6 +1,6 @@
-"""Contract tests of the ComfyUI stand-in (files/comfyui-standin): the behaviour the project relies on.
+"""Contract tests of the ComfyUI stand-in (rig/comfyui-standin): the behaviour the project relies on.
 
-Each test starts the stand-in as a subprocess (fixtures in tests/fixtures_standin.py).
+Each test starts the stand-in as a subprocess (fixtures in rig/standin_fixtures.py).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import zlib
 
 import pytest
 
-from tests.fixtures_standin import WsClient
+from rig.standin_fixtures import WsClient
 
 CLIENT = "contract-client"
 

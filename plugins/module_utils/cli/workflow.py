@@ -22,7 +22,7 @@ import os
 import sys
 import time
 
-from .comfy_client import (
+from ..comfyui.client import (
     DEFAULT_HOST,
     DEFAULT_PORT,
     ComfyClient,
@@ -38,7 +38,7 @@ from .comfy_client import (
     parse_set_options,
     run_workflow,
 )
-from .errors import GpuWorkerError
+from ..errors import GpuWorkerError
 
 PROG = "test-run-workflow"
 DEFAULT_ENV_FILE = "/etc/comfyui/minio.env"
@@ -122,7 +122,7 @@ def _progress_printer(workflow):
 def _minio_settings(args):
     """Read the MinIO settings up front (fail before queueing anything); exit code 1 on a bad minio.env."""
     try:
-        from .minio_env import load_minio_env
+        from ..s3.env import load_minio_env
     except ImportError:
         raise GpuWorkerError("--export-dir needs the MinIO helpers (minio_env.py), which are not installed") from None
     try:
@@ -137,7 +137,7 @@ def export_outputs(result, args):
     The files reach MinIO through ``upload-outputs`` (its timer), so this retries until every file of the
     run is there or ``--export-wait`` seconds have passed. Returns the export summary.
     """
-    from .node_cli import export_outputs as download_outputs
+    from .node import export_outputs as download_outputs
 
     names = [output_identifier(o) for o in result["outputs"] if o.get("filename") and o.get("type") == "output"]
     deadline = time.time() + max(0.0, args.export_wait)

@@ -87,8 +87,8 @@ import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
-from .errors import GpuWorkerError, TransientError
-from .s3client import Cancelled, FileSlice, crc32_b64
+from ..errors import GpuWorkerError, TransientError
+from .client import Cancelled, FileSlice, crc32_b64
 
 MiB = 1024 * 1024
 STATE_FILE = ".visionsuit-sync.json"

@@ -28,7 +28,7 @@ import time
 import uuid
 from urllib.parse import quote, urlencode, urlsplit
 
-from .errors import GpuWorkerError
+from ..errors import GpuWorkerError
 
 EXIT_OK = 0
 EXIT_USAGE = 2

@@ -2,7 +2,6 @@
 rules, metrics text and ``--check-config``."""
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
@@ -11,21 +10,13 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-AGENT_SRC = ROOT / "files" / "visionsuit-gpu-agent"
-_LIB = ROOT / ".build" / "agent-lib"
-_LIB.mkdir(parents=True, exist_ok=True)
-if not (_LIB / "visionsuit_gpuworker").exists():
-    with contextlib.suppress(FileExistsError):
-        (_LIB / "visionsuit_gpuworker").symlink_to(ROOT / "plugins" / "module_utils", target_is_directory=True)
-for _p in (str(_LIB), str(AGENT_SRC)):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+from visionsuit_gpu_agent import config, handler
+from visionsuit_gpu_agent.jobs import JobStore
+from visionsuit_gpu_agent.metrics import Metrics
+from visionsuit_gpu_agent.worker import Conflict, InvalidEnvelope, QueueFull
 
-from visionsuit_gpu_agent import config, handler  # noqa: E402
-from visionsuit_gpu_agent.jobs import JobStore  # noqa: E402
-from visionsuit_gpu_agent.metrics import Metrics  # noqa: E402
-from visionsuit_gpu_agent.worker import Conflict, InvalidEnvelope, QueueFull  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
+PKG = ROOT / "agent" / "visionsuit_gpu_agent"
 
 TOKEN = "s3cret-token-0123456789"
 ENVELOPE = {"job_id": "j1", "base_models": [{"key": "ckpt/a.safetensors"}], "parameters": {"prompt": "a cat"}}
@@ -258,7 +249,7 @@ def test_store_records_surfaced_files(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- entry point
 def _run(*args):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(_LIB), str(AGENT_SRC)]))
+    env = dict(os.environ)
     return subprocess.run([sys.executable, "-m", "visionsuit_gpu_agent", *args], capture_output=True, text=True,
                           env=env, timeout=60)
 

@@ -25,31 +25,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures_standin import comfy_standin, safetensors_bytes, standin_factory  # noqa: F401
+from rig.standin_fixtures import comfy_standin, safetensors_bytes, standin_factory  # noqa: F401
+from visionsuit_gpu_agent.config import check
+from visionsuit_gpu_agent.server import make_server
+from visionsuit_gpu_agent.worker import Agent
 
 ROOT = Path(__file__).resolve().parents[2]
-AGENT_SRC = ROOT / "files" / "visionsuit-gpu-agent"
-
-
-def _agent_lib() -> Path:
-    """A folder holding ``visionsuit_gpuworker`` -> plugins/module_utils, as the role installs it."""
-    lib = ROOT / ".build" / "agent-lib"
-    link = lib / "visionsuit_gpuworker"
-    lib.mkdir(parents=True, exist_ok=True)
-    if not link.exists():
-        with contextlib.suppress(FileExistsError):
-            link.symlink_to(ROOT / "plugins" / "module_utils", target_is_directory=True)
-    return lib
-
-
-LIB = _agent_lib()
-for _p in (str(LIB), str(AGENT_SRC)):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
-
-from visionsuit_gpu_agent.config import check  # noqa: E402
-from visionsuit_gpu_agent.server import make_server  # noqa: E402
-from visionsuit_gpu_agent.worker import Agent  # noqa: E402
+PKG = ROOT / "agent" / "visionsuit_gpu_agent"
 
 pytestmark = pytest.mark.integration
 TOKEN = "t0ken-" + uuid.uuid4().hex
@@ -556,7 +538,7 @@ def test_callback_is_retried_and_signed(env):
 
 def test_inline_workflow_with_placeholders(env, s3):
     agent = env()
-    wf = json.loads((ROOT / "workflows" / "validation.json").read_text())
+    wf = json.loads((ROOT / "roles" / "minio_helpers" / "files" / "validation.json").read_text())
     wf["4"]["inputs"]["ckpt_name"] = "{{checkpoint}}"
     wf["10"]["inputs"].update(lora_name="{{lora_0}}", strength_model="{{lora_0_strength}}",
                               strength_clip="{{lora_0_strength_clip}}")
@@ -611,7 +593,7 @@ def _free_port():
 
 
 def _spawn(config_path):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(LIB), str(AGENT_SRC)]))
+    env = dict(os.environ)
     log = open(str(config_path) + ".log", "ab")  # noqa: SIM115 - owned by the child
     proc = subprocess.Popen([sys.executable, "-m", "visionsuit_gpu_agent", "--config", str(config_path)],
                             env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -18,22 +18,15 @@ import uuid
 
 from .workflow import WorkflowError, check_placeholders, load_template, template_names
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-SCHEMA_PATHS = (os.path.join(_HERE, "envelope.schema.json"), os.path.join(os.path.dirname(_HERE),
-                                                                          "envelope.schema.json"))
+SCHEMA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "envelope.schema.json")
 _SCHEMA = None
 
 
 def schema():
     global _SCHEMA
     if _SCHEMA is None:
-        for path in SCHEMA_PATHS:
-            if os.path.isfile(path):
-                with open(path, encoding="utf-8") as f:
-                    _SCHEMA = json.load(f)
-                break
-        else:  # pragma: no cover - an installation error
-            raise RuntimeError("envelope.schema.json not found in {}".format(" or ".join(SCHEMA_PATHS)))
+        with open(SCHEMA_PATH, encoding="utf-8") as f:  # package data of visionsuit_gpu_agent
+            _SCHEMA = json.load(f)
     return _SCHEMA
 
 

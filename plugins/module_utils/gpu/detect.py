@@ -32,7 +32,7 @@ __metaclass__ = type
 import os
 import re
 
-from .errors import GpuWorkerError
+from ..errors import GpuWorkerError
 
 # --------------------------------------------------------------------------------------------- constants
 

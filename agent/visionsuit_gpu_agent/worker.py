@@ -21,9 +21,10 @@ import traceback
 import urllib.error
 import urllib.request
 
-from visionsuit_gpuworker import comfy_client, s3sync
+from visionsuit_gpuworker.comfyui import client as comfy_client
 from visionsuit_gpuworker.errors import GpuWorkerError
-from visionsuit_gpuworker.s3client import S3Client
+from visionsuit_gpuworker.s3 import sync as s3sync
+from visionsuit_gpuworker.s3.client import S3Client
 
 from . import __version__
 from .envelope import normalize, validate

@@ -34,7 +34,7 @@ import xml.etree.ElementTree as ET  # noqa: S405 - parses replies of the configu
 from email.header import decode_header
 from urllib.parse import quote, unquote_plus, urlsplit
 
-from .errors import GpuWorkerError, TransientError
+from ..errors import GpuWorkerError, TransientError
 
 DEFAULT_REGION = "us-east-1"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"

@@ -37,9 +37,9 @@ import os
 import re
 from urllib.parse import urlsplit
 
-from .errors import GpuWorkerError
-from .s3client import DEFAULT_REGION, S3Client
-from .s3sync import normalize_prefix
+from ..errors import GpuWorkerError
+from .client import DEFAULT_REGION, S3Client
+from .sync import normalize_prefix
 
 DEFAULT_ENV_FILE = "/etc/comfyui/minio.env"
 ENV_FILE_VARIABLE = "VISIONSUIT_MINIO_ENV"

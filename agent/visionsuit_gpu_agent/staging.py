@@ -22,8 +22,8 @@ import shutil
 import time
 import unicodedata
 
-from visionsuit_gpuworker import s3sync
 from visionsuit_gpuworker.errors import GpuWorkerError
+from visionsuit_gpuworker.s3 import sync as s3sync
 
 MODEL_EXTENSIONS = (".safetensors", ".sft", ".ckpt", ".pt", ".pt2", ".bin", ".pth")
 DEFAULT_NAMES = {"lora": "LoraModel.safetensors", "checkpoint": "BaseModel.safetensors"}

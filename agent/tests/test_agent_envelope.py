@@ -1,29 +1,19 @@
 """GPU agent: the envelope schema and validator, defaults, the workflow filling and the file-name rules."""
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
+from visionsuit_gpu_agent import config, envelope, workflow
+from visionsuit_gpu_agent.staging import comfy_name
+
 ROOT = Path(__file__).resolve().parents[2]
-AGENT_SRC = ROOT / "files" / "visionsuit-gpu-agent"
-_LIB = ROOT / ".build" / "agent-lib"
-_LIB.mkdir(parents=True, exist_ok=True)
-if not (_LIB / "visionsuit_gpuworker").exists():
-    with contextlib.suppress(FileExistsError):
-        (_LIB / "visionsuit_gpuworker").symlink_to(ROOT / "plugins" / "module_utils", target_is_directory=True)
-for _p in (str(_LIB), str(AGENT_SRC)):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+PKG = ROOT / "agent" / "visionsuit_gpu_agent"
 
-from visionsuit_gpu_agent import config, envelope, workflow  # noqa: E402
-from visionsuit_gpu_agent.staging import comfy_name  # noqa: E402
-
-SCHEMA = json.loads((AGENT_SRC / "envelope.schema.json").read_text())
+SCHEMA = json.loads((PKG / "envelope.schema.json").read_text())
 CFG = config.check({"server": {"api_token": "x" * 32},
                     "minio": {"endpoint": "http://127.0.0.1:9000", "access_key": "a", "secret_key": "b",
                               "outputs_prefix": "renders"},
@@ -154,7 +144,7 @@ def test_template_fill_and_lora_chain():
 
 
 def test_template_is_the_validation_graph():
-    validation = json.loads((ROOT / "workflows" / "validation.json").read_text())
+    validation = json.loads((ROOT / "roles" / "minio_helpers" / "files" / "validation.json").read_text())
     template = workflow.load_template("sdxl-txt2img")
     assert {k: v["class_type"] for k, v in validation.items() if v["class_type"] != "LoraLoader"} == \
         {k: v["class_type"] for k, v in template.items()}

@@ -35,9 +35,9 @@ import sys
 import tempfile
 import time
 
-from .errors import GpuWorkerError
-from .minio_env import ENV_FILE_VARIABLE, load_minio_env
-from .s3sync import (
+from ..errors import GpuWorkerError
+from ..s3.env import ENV_FILE_VARIABLE, load_minio_env
+from ..s3.sync import (
     DEFAULT_MULTIPART_THRESHOLD,
     DEFAULT_PART_SIZE,
     DEFAULT_WORKERS,

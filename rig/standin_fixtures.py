@@ -1,4 +1,4 @@
-"""Pytest fixtures for the ComfyUI stand-in (files/comfyui-standin): a real subprocess on a free port.
+"""Pytest fixtures for the ComfyUI stand-in (rig/comfyui-standin): a real subprocess on a free port.
 
     def test_x(comfy_standin):                       # default options
         status, body = comfy_standin.post_json("/prompt", {...})
@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-STANDIN_DIR = ROOT / "files" / "comfyui-standin"
+STANDIN_DIR = ROOT / "rig" / "comfyui-standin"
 STANDIN_MAIN = STANDIN_DIR / "main.py"
 FAULT_FLAGS = ("fail_node", "delay", "drop_ws_after", "html_responses", "crash")
 

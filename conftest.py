@@ -1,4 +1,4 @@
-"""Shared pytest set-up: import paths for the collection and the real MinIO server fixture."""
+"""Shared pytest set-up (tests/ and agent/tests/): the collection path, the stand-in fixtures and a real MinIO."""
 from __future__ import annotations
 
 import contextlib
@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.fixtures_standin"]
+pytest_plugins = ["rig.standin_fixtures"]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parent
 SHARED = ROOT.parent / "shared"
 
-# The collection's Python code is imported as ansible_collections.visionsuit.gpuworker.*, exactly as
-# Ansible imports it. A symlink under .build/ gives the checkout that name without moving it.
+# The node packages (visionsuit_gpuworker, visionsuit_gpu_agent) are installed editable in the venv
+# (`make venv`) and imported by those names. Ansible plugins are loaded as ansible_collections.visionsuit.gpuworker.*
+# (the modules' and lookup's tests); ansible.cfg finds the checkout through the link .build/collections/...
 _COLL_PARENT = ROOT / ".build" / "collections"
 _COLL = _COLL_PARENT / "ansible_collections" / "visionsuit" / "gpuworker"
 if not _COLL.exists():
