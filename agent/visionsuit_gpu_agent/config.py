@@ -13,6 +13,9 @@ import os
 import re
 from urllib.parse import urlsplit
 
+from visionsuit_gpuworker.errors import GpuWorkerError
+from visionsuit_gpuworker.s3.endpoint import parse_endpoint, redact
+
 try:  # Debian's python3-yaml, visible through the venv's --system-site-packages
     import yaml
 except ImportError:  # pragma: no cover - JSON still works
@@ -41,6 +44,17 @@ def _url(value, schemes=("http", "https"), path_ok=False):
         return "has an invalid port"
     if not path_ok and parts.path not in ("", "/"):
         return "must not contain a path"
+    return None
+
+
+def _minio_endpoint(value):
+    """The library's one endpoint rule (visionsuit_gpuworker.s3.endpoint), as a config problem."""
+    if not value:
+        return "is required (http://HOST:9000)"
+    try:
+        parse_endpoint(value, field="minio.endpoint")
+    except GpuWorkerError as err:
+        return "{} ({})".format(err.details.get("reason") or err.message, err.hint)
     return None
 
 
@@ -76,7 +90,7 @@ SPEC = {
     "server.threads_timeout": (float, 30.0, lambda v: None if v > 0 else "must be positive"),
     "state_dir": (str, "/var/lib/visionsuit-gpu-agent", lambda v: None if v and os.path.isabs(v)
                   else "must be an absolute path"),
-    "minio.endpoint": (str, "", lambda v: _url(v) if v else "is required (http://HOST:9000)"),
+    "minio.endpoint": (str, "", _minio_endpoint),
     "minio.access_key": (str, "", lambda v: None if v else "is required"),
     "minio.secret_key": (str, "", lambda v: None if v else "is required"),
     "minio.region": (str, "us-east-1", None),
@@ -139,6 +153,11 @@ def _is_ip(value):
     except ValueError:
         return False
     return True
+
+
+def _shown(value):
+    """A bad value as echoed in a problem, any ``user:password@`` of a URL masked."""
+    return redact(value) if isinstance(value, str) and "://" in value else value
 
 
 def _type_ok(value, kind):
@@ -241,7 +260,7 @@ def check(doc, path=None):
         if validator is not None:
             why = validator(value)
             if why:
-                shown = "" if key in SECRET_KEYS else f" (got {value!r})"
+                shown = "" if key in SECRET_KEYS else f" (got {_shown(value)!r})"
                 problems.append("{}: {}{}".format(key, why, shown if value not in ("", []) else ""))
                 continue
         values[key] = value

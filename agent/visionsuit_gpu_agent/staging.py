@@ -1,7 +1,7 @@
 """Assets of a job: download into the cache with the sync engine, surface them to ComfyUI, clean up.
 
 * **Cache.** Each object is mirrored to ``<state_dir>/cache/<bucket>/<key>`` by
-  :func:`visionsuit_gpuworker.s3sync.download_object` (no listing: the HEAD that reads the metadata also gives
+  :func:`visionsuit_gpuworker.s3.download.download_object` (no listing: the HEAD that reads the metadata also gives
   the ETag, size and checksum; parallel ranged GETs, verified, resumable, atomic rename). A cached copy whose ETag
   still matches is reused without any GET. The cache is bounded by
   ``jobs.cache_max_bytes`` (least recently used files go first; files in use are never evicted).
@@ -23,11 +23,13 @@ import time
 import unicodedata
 
 from visionsuit_gpuworker.errors import GpuWorkerError
-from visionsuit_gpuworker.s3 import sync as s3sync
+from visionsuit_gpuworker.s3.download import download_object
+from visionsuit_gpuworker.s3.keys import SIDECAR_SUFFIX, TEMP_SUFFIX, key_to_relpath
+from visionsuit_gpuworker.s3.upload import ORIGINAL_FILENAME
 
 MODEL_EXTENSIONS = (".safetensors", ".sft", ".ckpt", ".pt", ".pt2", ".bin", ".pth")
 DEFAULT_NAMES = {"lora": "LoraModel.safetensors", "checkpoint": "BaseModel.safetensors"}
-METADATA_KEY = getattr(s3sync, "ORIGINAL_FILENAME", "original-filename")
+METADATA_KEY = ORIGINAL_FILENAME
 MAX_NAME = 200
 COPY_SUFFIX = ".vs-agent-tmp"
 
@@ -77,7 +79,7 @@ class Stager:
     # ------------------------------------------------------------------ download
     def cache_location(self, bucket, key):
         """(folder, prefix, file name) of the cached copy of bucket/key."""
-        s3sync.key_to_relpath(key)  # refuses keys that would escape the cache
+        key_to_relpath(key)  # refuses keys that would escape the cache
         prefix, _, base = key.rpartition("/")
         folder = os.path.join(self.cache_dir, bucket, *prefix.split("/")) if prefix else \
             os.path.join(self.cache_dir, bucket)
@@ -88,9 +90,9 @@ class Stager:
         info = self.client.head_object(bucket, key)
         folder, _prefix, base = self.cache_location(bucket, key)
         try:
-            result = s3sync.download_object(self.client, bucket, key, os.path.join(folder, base), object_info=info,
-                                            workers=self.cfg["minio.workers"], nice=self.cfg["minio.transfer_nice"],
-                                            reserve_bytes=self.cfg["jobs.reserve_bytes"], progress=progress)
+            result = download_object(self.client, bucket, key, os.path.join(folder, base), object_info=info,
+                                     workers=self.cfg["minio.workers"], nice=self.cfg["minio.transfer_nice"],
+                                     reserve_bytes=self.cfg["jobs.reserve_bytes"], progress=progress)
         except GpuWorkerError:
             self._drop_partial(folder, base)
             raise
@@ -110,7 +112,7 @@ class Stager:
 
     @staticmethod
     def _drop_partial(folder, base):
-        for suffix in (s3sync.TEMP_SUFFIX, s3sync.SIDECAR_SUFFIX):
+        for suffix in (TEMP_SUFFIX, SIDECAR_SUFFIX):
             try:
                 os.unlink(os.path.join(folder, "." + base + suffix))
             except OSError:

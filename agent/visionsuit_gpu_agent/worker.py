@@ -22,9 +22,12 @@ import urllib.error
 import urllib.request
 
 from visionsuit_gpuworker.comfyui import client as comfy_client
+from visionsuit_gpuworker.comfyui.errors import ComfyConnectionError, WorkflowTimeoutError
+from visionsuit_gpuworker.comfyui.websocket import WebSocketClosed
 from visionsuit_gpuworker.errors import GpuWorkerError
-from visionsuit_gpuworker.s3 import sync as s3sync
 from visionsuit_gpuworker.s3.client import S3Client
+from visionsuit_gpuworker.s3.keys import relpath_to_key
+from visionsuit_gpuworker.s3.upload import upload as s3_upload
 
 from . import __version__
 from .envelope import normalize, validate
@@ -298,11 +301,11 @@ class Agent:
             try:
                 try:
                     ws = client.connect_ws()
-                except (OSError, comfy_client.WebSocketClosed, ValueError):
+                except (OSError, WebSocketClosed, ValueError):
                     ws = None
                 prompt_id = client.submit(workflow)
                 break
-            except comfy_client.ComfyConnectionError as err:
+            except ComfyConnectionError as err:
                 if ws is not None:
                     ws.close()
                     ws = None
@@ -328,13 +331,13 @@ class Agent:
             result = client.wait(prompt_id, timeout=timeout, interval=self.cfg["comfyui.poll_interval"],
                                  on_progress=on_progress, ws=ws,
                                  unreachable_grace=self.cfg["comfyui.unreachable_grace"])
-        except comfy_client.WorkflowTimeoutError:
+        except WorkflowTimeoutError:
             try:
                 client.interrupt()
             except GpuWorkerError:
                 pass
             raise
-        except comfy_client.ComfyConnectionError as err:
+        except ComfyConnectionError as err:
             raise JobFailed(f"lost ComfyUI while rendering (crashed or stopped?): {err.message}") from err
         marks["comfy_done"] = time.time()
         comfy_client.raise_for_result(result)
@@ -367,14 +370,14 @@ class Agent:
         if not rels:
             raise JobFailed("the workflow produced no output files")
         bucket, prefix = spec["output"]["bucket"], spec["output"]["prefix"]
-        res = s3sync.upload(self.s3, bucket, prefix, job_real, include=[glob.escape(r) for r in rels],
-                            metadata={"visionsuit-job-id": job_id}, workers=self.cfg["minio.workers"],
-                            nice=self.cfg["minio.transfer_nice"])
+        res = s3_upload(self.s3, bucket, prefix, job_real, include=[glob.escape(r) for r in rels],
+                        metadata={"visionsuit-job-id": job_id}, workers=self.cfg["minio.workers"],
+                        nice=self.cfg["minio.transfer_nice"])
         self.metrics.inc("uploaded_bytes_total", res["bytes"])
         outputs = []
         for rel in rels:
             path = os.path.join(job_real, rel)
-            outputs.append({"bucket": bucket, "key": s3sync.relpath_to_key(rel, prefix), "size": os.path.getsize(path),
+            outputs.append({"bucket": bucket, "key": relpath_to_key(rel, prefix), "size": os.path.getsize(path),
                             "content_type": mimetypes.guess_type(rel)[0] or "application/octet-stream"})
         return outputs, res["seconds"]
 

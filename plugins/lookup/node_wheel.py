@@ -6,7 +6,8 @@ __metaclass__ = type
 
 DOCUMENTATION = r"""
 name: node_wheel
-author: VisionSuit contributors
+author:
+  - VisionSuit contributors (@visionsuit)
 version_added: 0.1.0
 short_description: Build the wheel of one of the collection's node packages on the controller
 description:

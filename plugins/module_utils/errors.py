@@ -3,8 +3,9 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The one error type of the collection.
 
-Library code raises :class:`GpuWorkerError`; Ansible modules turn it into ``fail_json`` in one place
-(:func:`ansible_common.fail_from`), node commands print ``str(err)`` as one line and exit non-zero.
+Library code raises :class:`GpuWorkerError`. In the Ansible modules, :func:`ansible_common.run_module` (which every
+module's ``main`` calls) is the one place where it becomes ``fail_json``: ``msg`` is ``str(err)``, plus ``field``
+and the ``details``. Node commands print ``str(err)`` as one line and exit with ``exit_code``.
 """
 from __future__ import absolute_import, division, print_function
 

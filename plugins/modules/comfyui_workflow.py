@@ -206,15 +206,19 @@ from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.visionsuit.gpuworker.plugins.module_utils.ansible_common import run_module  # noqa: E402
 from ansible_collections.visionsuit.gpuworker.plugins.module_utils.comfyui.client import (  # noqa: E402
     ComfyClient,
+    base_url_from,
+    check_workflow,
+    run_workflow,
+)
+from ansible_collections.visionsuit.gpuworker.plugins.module_utils.comfyui.errors import (  # noqa: E402
     ComfyConnectionError,
     WorkflowExecutionError,
     WorkflowInputError,
+)
+from ansible_collections.visionsuit.gpuworker.plugins.module_utils.comfyui.workflow import (  # noqa: E402
     apply_overrides,
-    base_url_from,
-    check_workflow,
     load_workflow,
     output_identifier,
-    run_workflow,
 )
 
 

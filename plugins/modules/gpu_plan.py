@@ -19,8 +19,8 @@ description:
     floor unless the driver is too old."
   - "AMD: the AMDGPU and ROCm repositories of the pinned ROCm release and the matching PyTorch ROCm wheels."
   - "No render GPU: CPU-only PyTorch wheels."
-  - Bad overrides, an unsupported distribution or ROCm release fail with a message naming the role variable
-    and the allowed values.
+  - Bad overrides, an unsupported distribution or ROCm release fail with a message naming the override (as
+    O(override_names) calls it, so the role variable for the C(gpu_driver) role) and the allowed values.
 author:
   - VisionSuit contributors (@visionsuit)
 options:
@@ -38,9 +38,15 @@ options:
     required: true
   overrides:
     description:
-      - The C(gpu_driver_*) role variables without the prefix - vendor, nvidia_branch, rocm_version, amd_dkms,
-        torch_index_url, torch_floor_cuda, torch_packages, blacklist_nouveau, keyring_dir - plus kernel and
-        architecture.
+      - The settings to apply, by key - vendor, nvidia_branch, rocm_version, amd_dkms, torch_index_url,
+        torch_floor_cuda, torch_packages, blacklist_nouveau, keyring_dir, kernel, architecture.
+    type: dict
+    default: {}
+  override_names:
+    description:
+      - What the caller calls each key of O(overrides) in error messages and warnings (the C(gpu_driver) role
+        passes the names of its variables, e.g. C(gpu_driver_vendor) for C(vendor)); a key not given here is
+        named as itself.
     type: dict
     default: {}
   validate_only:
@@ -72,6 +78,8 @@ EXAMPLES = r"""
       vendor: auto
       rocm_version: "6.2"
       torch_floor_cuda: cu121
+    override_names:
+      vendor: my_gpu_vendor
   register: gpu_plan
 
 - name: Show the PyTorch index
@@ -138,17 +146,28 @@ cuda_wheels:
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
 from ansible_collections.visionsuit.gpuworker.plugins.module_utils.ansible_common import run_module  # noqa: E402
-from ansible_collections.visionsuit.gpuworker.plugins.module_utils.gpu.detect import cuda_table, plan, validate  # noqa: E402
+from ansible_collections.visionsuit.gpuworker.plugins.module_utils.errors import GpuWorkerError  # noqa: E402
+from ansible_collections.visionsuit.gpuworker.plugins.module_utils.gpu.plan import (  # noqa: E402
+    OVERRIDE_KEYS,
+    cuda_table,
+    plan,
+    validate,
+)
 
 
 def main_func(module):
     params = module.params
-    distro, _opts = validate(params["distribution"], params["distribution_version"], params["overrides"])
+    names = params["override_names"]
+    unknown = sorted(set(names) - set(OVERRIDE_KEYS))
+    if unknown:
+        raise GpuWorkerError("unknown key(s): %s" % ", ".join(unknown), field="override_names",
+                             hint="the keys are those of overrides: %s" % ", ".join(OVERRIDE_KEYS))
+    distro, _opts = validate(params["distribution"], params["distribution_version"], params["overrides"], names)
     result = {"changed": False, "distribution": distro["name"], "cuda_wheels": cuda_table()}
     if params["validate_only"]:
         return result
     result["plan"] = plan(params["detection"], params["distribution"], params["distribution_version"],
-                          params["overrides"])
+                          params["overrides"], names)
     if params["emit_warnings"]:
         for warning in result["plan"]["warnings"]:
             module.warn(warning)
@@ -162,6 +181,7 @@ def main():
             distribution=dict(type="str", required=True),
             distribution_version=dict(type="str", required=True),
             overrides=dict(type="dict", default={}),
+            override_names=dict(type="dict", default={}),
             validate_only=dict(type="bool", default=False),
             emit_warnings=dict(type="bool", default=False),
         ),

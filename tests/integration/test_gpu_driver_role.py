@@ -17,16 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.visionsuit.gpuworker.plugins.modules import gpu_facts
+from tests.gpu_hosts import FIXTURES, KERNEL
+from tests.gpu_hosts import detect_case as detection
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLE = ROOT / "roles" / "gpu_driver"
-FIXTURES = ROOT / "tests" / "fixtures" / "gpu"
 VENV_BIN = Path(sys.executable).parent
 PLAYBOOK_BIN = VENV_BIN / "ansible-playbook"
 SITE_PACKAGES = next(p for p in sys.path if p.endswith("site-packages") and os.path.isdir(
     os.path.join(p, "ansible_collections")))
-KERNEL = "6.8.0-45-generic"
 
 PLAY = """
 - name: gpu_driver under test
@@ -49,17 +48,6 @@ PLAY = """
 DISTROS = {"debian12": ("Debian", "12.7"), "ubuntu2204": ("Ubuntu", "22.04"), "ubuntu2404": ("Ubuntu", "24.04")}
 
 pytestmark = pytest.mark.skipif(not PLAYBOOK_BIN.exists(), reason="ansible-playbook is not installed in the venv")
-
-
-def detection(case, **changes):
-    """The gpu_facts result for a recorded host (the module's own probe sequence, fixture outputs)."""
-    files = {"lspci": "lspci.txt", "nvidia-smi": "nvidia-smi.txt", "rocminfo": "rocminfo.txt",
-             "mokutil": "mokutil.txt", "ubuntu-drivers": "ubuntu-drivers.txt", "dpkg-query": "dpkg.txt"}
-
-    def run(tool, args):
-        path = FIXTURES / case / files[tool]
-        return (0, path.read_text()) if path.exists() and tool not in changes.get("absent", ()) else None
-    return gpu_facts.gather(str(FIXTURES / case / "sys"), run, "/nonexistent/reboot-required")
 
 
 @pytest.fixture(scope="module")
@@ -273,6 +261,14 @@ def test_amd_rocm_version_pin(workdir):
     assert facts["gpu_driver_torch_index_url"] == "https://download.pytorch.org/whl/rocm6.0"
     assert facts["gpu_driver_plan"]["packages"] == ["hip-runtime-amd", "rocm-hip-runtime", "rocminfo"]
     assert facts["gpu_driver_reboot_required"] is False
+
+def test_warnings_name_the_role_variables(workdir):
+    """The library names overrides by key; the role hands gpu_plan its variable names for the operator."""
+    rc, out, raw = run_role(workdir, "ubuntu2204", {"gpu_driver_detected": detection("nvidia-h100"),
+                                                    "gpu_driver_vendor": "amd"})
+    assert rc == 0, raw
+    warnings = exported(out)["gpu_driver_plan"]["warnings"]
+    assert warnings[0].startswith("gpu_driver_vendor=amd but no AMD GPU was detected"), warnings
 
 # ------------------------------------------------------------------------------------------------------ CPU
 

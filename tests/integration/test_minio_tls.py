@@ -13,8 +13,9 @@ import pytest
 
 from rig.minio_server import MinioServer
 from visionsuit_gpuworker.errors import GpuWorkerError
-from visionsuit_gpuworker.s3 import sync as s3sync
 from visionsuit_gpuworker.s3.client import S3Client
+from visionsuit_gpuworker.s3.download import download
+from visionsuit_gpuworker.s3.upload import upload
 
 x509 = pytest.importorskip("cryptography.x509")
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
@@ -82,10 +83,10 @@ def test_sync_over_https_with_the_ca_bundle(tls, tmp_path):
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)
     (src / "sub" / "model.safetensors").write_bytes(os.urandom(3 * 1024 * 1024 + 17))
-    up = s3sync.upload(client, "tls-up", "m", str(src), multipart_threshold=1024 * 1024, part_size=1024 * 1024)
+    up = upload(client, "tls-up", "m", str(src), multipart_threshold=1024 * 1024, part_size=1024 * 1024)
     assert up["files"] == 1
-    down = s3sync.download(client, "tls-up", "m", str(tmp_path / "dst"), multipart_threshold=1024 * 1024,
-                           part_size=1024 * 1024)
+    down = download(client, "tls-up", "m", str(tmp_path / "dst"), multipart_threshold=1024 * 1024,
+                    part_size=1024 * 1024)
     assert down["files"] == 1
     assert (tmp_path / "dst" / "sub" / "model.safetensors").read_bytes() == \
         (src / "sub" / "model.safetensors").read_bytes()

@@ -22,8 +22,13 @@ from boto3.s3.transfer import TransferConfig
 
 from rig.minio_server import MinioServer
 from visionsuit_gpuworker.errors import GpuWorkerError, TransientError
-from visionsuit_gpuworker.s3 import sync as s3sync
+from visionsuit_gpuworker.s3 import download as s3download
+from visionsuit_gpuworker.s3 import localio
 from visionsuit_gpuworker.s3.client import S3Client
+from visionsuit_gpuworker.s3.download import INTEGRITY_EXIT_CODE, download, download_object
+from visionsuit_gpuworker.s3.keys import STATE_FILE, TEMP_SUFFIX
+from visionsuit_gpuworker.s3.sync import object_manifest
+from visionsuit_gpuworker.s3.upload import upload
 
 pytestmark = pytest.mark.integration
 KiB = 1024
@@ -203,30 +208,30 @@ def test_download_nested_unicode_then_resync_issues_only_a_listing(s3, bucket, m
     s3.put_object(Bucket=bucket, Key="sdxl/emptydir/", Body=b"")  # folder marker
     dest = tmp_path / "ckpt"
     c = client_for(proxy.endpoint, minio)
-    r = s3sync.download(c, bucket, "", str(dest), workers=3)
+    r = download(c, bucket, "", str(dest), workers=3)
     assert r["files"] == 4 and r["changed"] and r["bytes"] == sum(len(v) for v in NESTED.values())
     assert sorted(r["transferred"]) == sorted(NESTED)
     got = tree(dest)
-    assert got.pop(s3sync.STATE_FILE)
+    assert got.pop(STATE_FILE)
     assert got == NESTED
-    assert not [n for n in got if n.endswith(s3sync.TEMP_SUFFIX)]
+    assert not [n for n in got if n.endswith(TEMP_SUFFIX)]
 
     proxy.requests.clear()
-    r2 = s3sync.download(c, bucket, "", str(dest), workers=3)
+    r2 = download(c, bucket, "", str(dest), workers=3)
     assert r2["files"] == 0 and r2["skipped"] == 4 and not r2["changed"]
     assert r2["requests"] == {"ListObjectsV2": 1}
     assert proxy.ops() == ["ListObjectsV2"]
 
     # without the state file the local content is hashed: still nothing but the listing
-    os.unlink(dest / s3sync.STATE_FILE)
+    os.unlink(dest / STATE_FILE)
     proxy.requests.clear()
-    r3 = s3sync.download(c, bucket, "", str(dest))
+    r3 = download(c, bucket, "", str(dest))
     assert r3["files"] == 0 and sorted(r3["adopted"]) == sorted(NESTED) and proxy.ops() == ["ListObjectsV2"]
 
     # a changed object (same size) and a locally modified file are fetched again
     put(s3, bucket, "model.safetensors", b"n" * 3000)
     (dest / "sdxl" / "deep" / "y.bin").write_bytes(b"local edit")
-    r4 = s3sync.download(c, bucket, "", str(dest))
+    r4 = download(c, bucket, "", str(dest))
     assert sorted(r4["transferred"]) == ["model.safetensors", "sdxl/deep/y.bin"]
     assert (dest / "model.safetensors").read_bytes() == b"n" * 3000
     assert (dest / "sdxl" / "deep" / "y.bin").read_bytes() == NESTED["sdxl/deep/y.bin"]
@@ -236,14 +241,14 @@ def test_prefix_include_exclude_and_dry_run(s3, bucket, client, tmp_path):
     for key, data in NESTED.items():
         put(s3, bucket, key, data)
     dest = tmp_path / "d"
-    plan = s3sync.download(client, bucket, "/sdxl/", str(dest), include=["*.safetensors", "*.bin"],
-                           exclude=["deep/er/*"], dry_run=True)
+    plan = download(client, bucket, "/sdxl/", str(dest), include=["*.safetensors", "*.bin"],
+                    exclude=["deep/er/*"], dry_run=True)
     assert plan["dry_run"] and plan["changed"] and plan["files"] == 2
     assert sorted(p["key"] for p in plan["plan"]) == ["sdxl/a b/ü ñ.safetensors", "sdxl/deep/y.bin"]
     assert plan["requests"] == {"ListObjectsV2": 1}
     assert not dest.exists()
-    r = s3sync.download(client, bucket, "sdxl", str(dest), include=["*.safetensors", "*.bin"], exclude=["deep/er/*"])
-    assert sorted(tree(dest)) == sorted([s3sync.STATE_FILE, "a b/ü ñ.safetensors", "deep/y.bin"])
+    r = download(client, bucket, "sdxl", str(dest), include=["*.safetensors", "*.bin"], exclude=["deep/er/*"])
+    assert sorted(tree(dest)) == sorted([STATE_FILE, "a b/ü ñ.safetensors", "deep/y.bin"])
     assert r["transferred"] == plan["transferred"]
 
 
@@ -252,14 +257,14 @@ def test_multipart_object_ranged_download_and_adoption(s3, bucket, client, tmp_p
     head = s3.head_object(Bucket=bucket, Key="big/model.safetensors")
     assert head["ETag"].strip('"').endswith("-3")
     dest = tmp_path / "d"
-    r = s3sync.download(client, bucket, "big", str(dest), multipart_threshold=MiB, part_size=MiB, workers=4)
+    r = download(client, bucket, "big", str(dest), multipart_threshold=MiB, part_size=MiB, workers=4)
     # no full-object checksum: the ranges follow the 3 parts (HEAD ?partNumber=1 gives their size), and each part's
     # MD5 is computed while it streams
     assert r["files"] == 1 and r["requests"] == {"ListObjectsV2": 1, "HeadObject": 2, "GetObject": 3}
     assert hashlib.sha256((dest / "model.safetensors").read_bytes()).digest() == hashlib.sha256(data).digest()
-    assert sorted(os.listdir(dest)) == [s3sync.STATE_FILE, "model.safetensors"]
-    os.unlink(dest / s3sync.STATE_FILE)
-    r = s3sync.download(client, bucket, "big", str(dest), multipart_threshold=MiB, part_size=MiB)
+    assert sorted(os.listdir(dest)) == [STATE_FILE, "model.safetensors"]
+    os.unlink(dest / STATE_FILE)
+    r = download(client, bucket, "big", str(dest), multipart_threshold=MiB, part_size=MiB)
     assert r["adopted"] == ["model.safetensors"] and r["requests"] == {"ListObjectsV2": 1}
 
 
@@ -277,15 +282,15 @@ def test_transfer_threads_run_at_lower_priority_only(s3, bucket, client, tmp_pat
         seen.add((threading.get_ident() == main_ident, _thread_nice()))
 
     main_ident = threading.get_ident()
-    r = s3sync.download_object(client, bucket, "nice/model.safetensors", str(tmp_path / "d" / "m.safetensors"),
-                               multipart_threshold=MiB, part_size=MiB, workers=3, nice=7, progress=progress)
+    r = download_object(client, bucket, "nice/model.safetensors", str(tmp_path / "d" / "m.safetensors"),
+                        multipart_threshold=MiB, part_size=MiB, workers=3, nice=7, progress=progress)
     assert r["files"] == 1 and seen == {(False, min(19, base + 7))}, seen
     assert _thread_nice() == base
     seen.clear()
-    r = s3sync.upload(client, bucket, "nice-up", str(tmp_path / "d"), workers=2, nice=3, progress=progress)
+    r = upload(client, bucket, "nice-up", str(tmp_path / "d"), workers=2, nice=3, progress=progress)
     assert r["files"] == 1 and seen == {(False, min(19, base + 3))}, seen
     seen.clear()
-    r = s3sync.download(client, bucket, "nice", str(tmp_path / "e"), workers=2, progress=progress)
+    r = download(client, bucket, "nice", str(tmp_path / "e"), workers=2, progress=progress)
     assert r["files"] == 1 and seen == {(False, base)}, seen   # the default leaves the priority alone
 
 
@@ -311,14 +316,14 @@ def test_corrupted_or_truncated_download_is_caught(s3, bucket, client, tmp_path,
     dest = tmp_path / "d"
     threshold = MiB if mode.endswith("single") else 100 * KiB
     with pytest.raises(GpuWorkerError) as e:
-        s3sync.download(client, bucket, "", str(dest), multipart_threshold=threshold, part_size=128 * KiB, workers=1)
+        download(client, bucket, "", str(dest), multipart_threshold=threshold, part_size=128 * KiB, workers=1)
     assert "integrity check failed for 'm.bin'" in str(e.value)
-    assert e.value.exit_code == s3sync.INTEGRITY_EXIT_CODE
+    assert e.value.exit_code == INTEGRITY_EXIT_CODE
     assert hits
     left = os.listdir(dest)
-    assert "m.bin" not in left and not [n for n in left if s3sync.TEMP_SUFFIX in n]
+    assert "m.bin" not in left and not [n for n in left if TEMP_SUFFIX in n]
     monkeypatch.setattr(S3Client, "get_object", original)
-    r = s3sync.download(client, bucket, "", str(dest), multipart_threshold=threshold, part_size=128 * KiB)
+    r = download(client, bucket, "", str(dest), multipart_threshold=threshold, part_size=128 * KiB)
     assert "m.bin" in r["transferred"] and (dest / "m.bin").read_bytes() == data
 
 
@@ -327,25 +332,25 @@ def test_interrupted_ranged_download_resumes(s3, bucket, client, tmp_path, monke
     flaky = FlakyGets(monkeypatch, after=5)
     dest = tmp_path / "d"
     with pytest.raises(TransientError):
-        s3sync.download(client, bucket, "", str(dest), multipart_threshold=256 * KiB, part_size=128 * KiB, workers=1)
+        download(client, bucket, "", str(dest), multipart_threshold=256 * KiB, part_size=128 * KiB, workers=1)
     assert not (dest / "r.bin").exists()
     assert (dest / ".r.bin.vsync-part").exists() and (dest / ".r.bin.vsync-part.json").exists()
     flaky.off()
     before = client.stats["GetObject"]
-    r = s3sync.download(client, bucket, "", str(dest), multipart_threshold=256 * KiB, part_size=128 * KiB)
+    r = download(client, bucket, "", str(dest), multipart_threshold=256 * KiB, part_size=128 * KiB)
     assert r["resumed"] == ["r.bin"]
     assert client.stats["GetObject"] - before == 16 - 5  # only the missing ranges
     assert (dest / "r.bin").read_bytes() == data
-    assert sorted(os.listdir(dest)) == [s3sync.STATE_FILE, "r.bin"]
+    assert sorted(os.listdir(dest)) == [STATE_FILE, "r.bin"]
 
     # a temp file of an object that changed meanwhile is not resumed
     flaky.on()
     (dest / "r.bin").unlink()
     with pytest.raises(TransientError):
-        s3sync.download(client, bucket, "", str(dest), multipart_threshold=256 * KiB, part_size=128 * KiB, workers=1)
+        download(client, bucket, "", str(dest), multipart_threshold=256 * KiB, part_size=128 * KiB, workers=1)
     new = put(s3, bucket, "r.bin", os.urandom(2 * MiB))
     flaky.off()
-    r = s3sync.download(client, bucket, "", str(dest), multipart_threshold=256 * KiB, part_size=128 * KiB)
+    r = download(client, bucket, "", str(dest), multipart_threshold=256 * KiB, part_size=128 * KiB)
     assert r["resumed"] == [] and (dest / "r.bin").read_bytes() == new
 
 
@@ -359,28 +364,28 @@ def test_object_deleted_after_the_listing_is_skipped(s3, bucket, client, tmp_pat
                "last_modified": None}
 
     monkeypatch.setattr(S3Client, "list_objects", with_ghost)
-    r = s3sync.download(client, bucket, "", str(tmp_path))
+    r = download(client, bucket, "", str(tmp_path))
     assert r["transferred"] == ["real.bin"] and r["vanished"] == ["ghost.bin"]
-    assert sorted(os.listdir(tmp_path)) == [s3sync.STATE_FILE, "real.bin"]
+    assert sorted(os.listdir(tmp_path)) == [STATE_FILE, "real.bin"]
 
 
 def test_delete_only_touches_managed_files(s3, bucket, client, tmp_path):
     put(s3, bucket, "keep.bin", b"k")
     put(s3, bucket, "sub/gone.bin", b"g")
     dest = tmp_path / "d"
-    s3sync.download(client, bucket, "", str(dest))
+    download(client, bucket, "", str(dest))
     (dest / "manual.safetensors").write_bytes(b"placed by hand")
     (dest / ".other.vsync-part").write_bytes(b"temp of someone")
     s3.delete_object(Bucket=bucket, Key="sub/gone.bin")
-    r = s3sync.download(client, bucket, "", str(dest))
+    r = download(client, bucket, "", str(dest))
     assert r["deleted"] == 0 and (dest / "sub" / "gone.bin").exists()
-    plan = s3sync.download(client, bucket, "", str(dest), delete=True, dry_run=True)
+    plan = download(client, bucket, "", str(dest), delete=True, dry_run=True)
     assert plan["deleted"] == 1 and plan["deleted_paths"] == [str(dest / "sub" / "gone.bin")]
     assert (dest / "sub" / "gone.bin").exists()
-    r = s3sync.download(client, bucket, "", str(dest), delete=True)
+    r = download(client, bucket, "", str(dest), delete=True)
     assert r["deleted"] == 1 and not (dest / "sub").exists()
-    assert sorted(os.listdir(dest)) == [".other.vsync-part", s3sync.STATE_FILE, "keep.bin", "manual.safetensors"]
-    assert s3sync.download(client, bucket, "", str(dest), delete=True)["changed"] is False
+    assert sorted(os.listdir(dest)) == [".other.vsync-part", STATE_FILE, "keep.bin", "manual.safetensors"]
+    assert download(client, bucket, "", str(dest), delete=True)["changed"] is False
 
 
 def test_path_escape_key_is_refused(s3, bucket, minio, tmp_path):
@@ -391,7 +396,7 @@ def test_path_escape_key_is_refused(s3, bucket, minio, tmp_path):
     try:
         dest = tmp_path / "inner" / "d"
         with pytest.raises(GpuWorkerError) as e:
-            s3sync.download(client_for(p.endpoint, minio), bucket, "", str(dest))
+            download(client_for(p.endpoint, minio), bucket, "", str(dest))
         assert "refusing object key '../evil'" in str(e.value) and "escape" in str(e.value)
         assert not dest.exists() and not (tmp_path / "inner" / "evil").exists()
         assert [op for op in p.ops() if op != "ListObjectsV2"] == []
@@ -401,9 +406,9 @@ def test_path_escape_key_is_refused(s3, bucket, minio, tmp_path):
 
 def test_not_enough_free_space_is_refused(s3, bucket, client, tmp_path, monkeypatch):
     put(s3, bucket, "a.bin", b"x" * 5000)
-    monkeypatch.setattr(s3sync.shutil, "disk_usage", lambda p: type("U", (), {"free": 1000})())
+    monkeypatch.setattr(localio.shutil, "disk_usage", lambda p: type("U", (), {"free": 1000})())
     with pytest.raises(GpuWorkerError) as e:
-        s3sync.download(client, bucket, "", str(tmp_path / "d"))
+        download(client, bucket, "", str(tmp_path / "d"))
     assert "not enough free space" in str(e.value) and "4.9 KiB" in str(e.value)
     assert not (tmp_path / "d" / "a.bin").exists()
 
@@ -415,11 +420,11 @@ def test_owner_and_group_are_applied(s3, bucket, client, tmp_path):
     user = pwd.getpwuid(os.getuid()).pw_name
     group = grp.getgrgid(os.getgid()).gr_name
     dest = tmp_path / "d"
-    s3sync.download(client, bucket, "", str(dest), owner=user, group=group)
+    download(client, bucket, "", str(dest), owner=user, group=group)
     st = os.stat(dest / "sub" / "o.bin")
     assert (st.st_uid, st.st_gid) == (os.getuid(), os.getgid())
     with pytest.raises(GpuWorkerError) as e:
-        s3sync.download(client, bucket, "", str(dest), owner="no-such-user-vs")
+        download(client, bucket, "", str(dest), owner="no-such-user-vs")
     assert "unknown user" in str(e.value)
 
 
@@ -430,10 +435,10 @@ def test_upload_nested_multipart_metadata_idempotent_and_delete(s3, bucket, clie
     (src / "2026" / "a b" / "ü.json").write_text('{"x": 1}')
     big = os.urandom(11 * MiB + 5)
     (src / "2026" / "video.mp4").write_bytes(big)
-    plan = s3sync.upload(client, bucket, "renders", str(src), dry_run=True)
+    plan = upload(client, bucket, "renders", str(src), dry_run=True)
     assert plan["files"] == 3 and "Contents" not in s3.list_objects_v2(Bucket=bucket)
-    assert not (src / s3sync.STATE_FILE).exists()
-    r = s3sync.upload(client, bucket, "renders", str(src), multipart_threshold=5 * MiB, part_size=5 * MiB)
+    assert not (src / STATE_FILE).exists()
+    r = upload(client, bucket, "renders", str(src), multipart_threshold=5 * MiB, part_size=5 * MiB)
     assert sorted(r["transferred"]) == ["renders/2026/a b/ü.json", "renders/2026/video.mp4", "renders/img.png"]
     assert r["requests"]["UploadPart"] == 3 and r["requests"]["CompleteMultipartUpload"] == 1
     head = s3.head_object(Bucket=bucket, Key="renders/2026/a b/ü.json")
@@ -445,15 +450,15 @@ def test_upload_nested_multipart_metadata_idempotent_and_delete(s3, bucket, clie
     info = client.head_object(bucket, "renders/2026/a b/ü.json")
     assert info["metadata"]["original-filename"] == "ü.json"
 
-    r2 = s3sync.upload(client, bucket, "renders", str(src), multipart_threshold=5 * MiB, part_size=5 * MiB)
+    r2 = upload(client, bucket, "renders", str(src), multipart_threshold=5 * MiB, part_size=5 * MiB)
     assert not r2["changed"] and r2["skipped"] == 3 and r2["requests"] == {"ListObjectsV2": 1}
-    os.unlink(src / s3sync.STATE_FILE)
-    r3 = s3sync.upload(client, bucket, "renders", str(src), multipart_threshold=5 * MiB, part_size=5 * MiB)
+    os.unlink(src / STATE_FILE)
+    r3 = upload(client, bucket, "renders", str(src), multipart_threshold=5 * MiB, part_size=5 * MiB)
     assert not r3["changed"] and len(r3["adopted"]) == 3
 
     (src / "img.png").unlink()
-    r4 = s3sync.upload(client, bucket, "renders", str(src), delete=True, multipart_threshold=5 * MiB,
-                       part_size=5 * MiB)
+    r4 = upload(client, bucket, "renders", str(src), delete=True, multipart_threshold=5 * MiB,
+                part_size=5 * MiB)
     assert r4["deleted_paths"] == ["renders/img.png"]
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"])
     assert keys == ["renders/2026/a b/ü.json", "renders/2026/video.mp4"]
@@ -463,17 +468,17 @@ def test_upload_nested_multipart_metadata_idempotent_and_delete(s3, bucket, clie
 def test_wrong_credentials_and_missing_bucket(minio, bucket, tmp_path):
     bad = S3Client(minio.endpoint, minio.access_key, "wrong-secret-value", retries=0)
     with pytest.raises(GpuWorkerError) as e:
-        s3sync.download(bad, bucket, "", str(tmp_path))
+        download(bad, bucket, "", str(tmp_path))
     msg = str(e.value)
     assert "rejected the credentials" in msg and minio.access_key in msg and "MINIO_SECRET_KEY" in msg
     assert "wrong-secret-value" not in msg and minio.secret_key not in msg
     unknown = S3Client(minio.endpoint, "nobody", minio.secret_key, retries=0)
     with pytest.raises(GpuWorkerError) as e:
-        s3sync.download(unknown, bucket, "", str(tmp_path))
+        download(unknown, bucket, "", str(tmp_path))
     assert "InvalidAccessKeyId" in str(e.value) and "MINIO_ACCESS_KEY" in str(e.value)
     good = client_for(minio.endpoint, minio)
     with pytest.raises(GpuWorkerError) as e:
-        s3sync.download(good, "no-such-bucket-vs", "", str(tmp_path))
+        download(good, "no-such-bucket-vs", "", str(tmp_path))
     assert f"bucket 'no-such-bucket-vs' does not exist on {minio.endpoint}" in str(e.value)
     assert "test-create-buckets" in str(e.value)
 
@@ -497,7 +502,7 @@ def test_minio_stopped_mid_sync_fails_clearly_then_recovers(tmp_path):
 
         dest = tmp_path / "d"
         with pytest.raises(GpuWorkerError) as e:
-            s3sync.download(client, "models", "", str(dest), workers=1, progress=progress)
+            download(client, "models", "", str(dest), workers=1, progress=progress)
         msg = str(e.value)
         assert f"cannot reach MinIO at {srv.endpoint}" in msg and "MINIO_ENDPOINT" in msg
         assert "after 3 attempts" in msg
@@ -505,9 +510,9 @@ def test_minio_stopped_mid_sync_fails_clearly_then_recovers(tmp_path):
             if name in files:
                 assert (dest / name).read_bytes() == files[name]  # complete files only under final names
             else:
-                assert name == s3sync.STATE_FILE
+                assert name == STATE_FILE
         srv.resume()
-        r = s3sync.download(client, "models", "", str(dest))
+        r = download(client, "models", "", str(dest))
         assert tree(dest).items() >= files.items() and r["files"] + r["skipped"] == 12
     finally:
         srv.stop()
@@ -516,7 +521,7 @@ def test_minio_stopped_mid_sync_fails_clearly_then_recovers(tmp_path):
 def test_object_manifest_reads_metadata(s3, bucket, client):
     put(s3, bucket, "ck/a.safetensors", b"a", Metadata={"original-filename": "A Model.safetensors"})
     put(s3, bucket, "ck/sub/b.ckpt", b"bb")
-    m = s3sync.object_manifest(client, bucket, "ck")
+    m = object_manifest(client, bucket, "ck")
     assert [(x["name"], x["original_filename"], x["size"]) for x in m] == [
         ("a.safetensors", "A Model.safetensors", 1), ("sub/b.ckpt", "b.ckpt", 2)]
     assert m[0]["etag"] == hashlib.md5(b"a").hexdigest() and m[0]["last_modified"]  # noqa: S324
@@ -553,15 +558,15 @@ def test_upload_stores_a_full_object_crc32_that_the_server_checks(s3, bucket, cl
     small, big = os.urandom(3000), os.urandom(11 * MiB + 7)
     (src / "small.png").write_bytes(small)
     (src / "big.safetensors").write_bytes(big)
-    r = s3sync.upload(client, bucket, "m", str(src), multipart_threshold=5 * MiB, part_size=5 * MiB)
+    r = upload(client, bucket, "m", str(src), multipart_threshold=5 * MiB, part_size=5 * MiB)
     assert r["requests"] == {"ListObjectsV2": 1, "PutObject": 1, "CreateMultipartUpload": 1, "UploadPart": 3,
                              "CompleteMultipartUpload": 1}
     assert checksum_head(s3, bucket, "m/small.png")[:2] == (crc_b64(small), "FULL_OBJECT")
     crc, ctype, etag = checksum_head(s3, bucket, "m/big.safetensors")
     assert (crc, ctype) == (crc_b64(big), "FULL_OBJECT") and etag.endswith("-3")
     # the multipart ETag is unchanged (MD5 of the part MD5s): re-syncs and adoption still work from the listing
-    assert s3sync.upload(client, bucket, "m", str(src), multipart_threshold=5 * MiB,
-                         part_size=5 * MiB)["requests"] == {"ListObjectsV2": 1}
+    assert upload(client, bucket, "m", str(src), multipart_threshold=5 * MiB,
+                  part_size=5 * MiB)["requests"] == {"ListObjectsV2": 1}
     # the server verifies what it receives
     with pytest.raises(GpuWorkerError) as e:
         client.put_object(bucket, "bad", b"payload", checksum_crc32=crc_b64(b"other payload"))
@@ -573,13 +578,13 @@ def test_crc32_object_downloads_verified_by_combined_range_crcs(s3, bucket, clie
     src.mkdir()
     data = os.urandom(11 * MiB + 7)
     (src / "model.safetensors").write_bytes(data)
-    s3sync.upload(client, bucket, "", str(src), multipart_threshold=5 * MiB, part_size=5 * MiB)
+    upload(client, bucket, "", str(src), multipart_threshold=5 * MiB, part_size=5 * MiB)
     read_back = []
-    original = s3sync._Download._range_from_file
-    monkeypatch.setattr(s3sync._Download, "_range_from_file",
+    original = s3download._Download._range_from_file
+    monkeypatch.setattr(s3download._Download, "_range_from_file",
                         lambda self, *a: read_back.append(a[1:3]) or original(self, *a))
     dest = tmp_path / "d"
-    r = s3sync.download(client, bucket, "", str(dest), multipart_threshold=MiB, part_size=2 * MiB, workers=3)
+    r = download(client, bucket, "", str(dest), multipart_threshold=MiB, part_size=2 * MiB, workers=3)
     # one HEAD (it has the full-object CRC32: no HEAD ?partNumber=1), ranges of part_size, nothing read back
     assert r["requests"] == {"ListObjectsV2": 1, "HeadObject": 1, "GetObject": 6}
     assert read_back == []
@@ -595,13 +600,13 @@ def test_small_objects_take_one_get_each_and_no_head(s3, bucket, client, minio, 
     files["empty.bin"] = put_plain(client, bucket, "empty.bin", b"")
     c = client_for(proxy.endpoint, minio)
     dest = tmp_path / "d"
-    r = s3sync.download(c, bucket, "", str(dest), workers=3)
+    r = download(c, bucket, "", str(dest), workers=3)
     assert r["requests"] == {"ListObjectsV2": 1, "GetObject": 7}  # the empty object needs no request at all
     assert [m for m, _t in proxy.requests if m == "HEAD"] == []
     got = tree(dest)
-    got.pop(s3sync.STATE_FILE)
+    got.pop(STATE_FILE)
     assert got == {k.replace("/", os.sep): v for k, v in files.items()}
-    assert not [n for n in got if n.endswith(s3sync.TEMP_SUFFIX)]
+    assert not [n for n in got if n.endswith(TEMP_SUFFIX)]
 
 
 def test_object_replaced_after_the_listing_is_fetched_current(s3, bucket, client, tmp_path, monkeypatch):
@@ -615,7 +620,7 @@ def test_object_replaced_after_the_listing_is_fetched_current(s3, bucket, client
 
     monkeypatch.setattr(S3Client, "list_objects", listing_then_replace)
     dest = tmp_path / "d"
-    r = s3sync.download(client, bucket, "", str(dest))
+    r = download(client, bucket, "", str(dest))
     # the GET (If-Match: the listed ETag) fails with 412, a HEAD gives the current version, which is fetched
     assert r["transferred"] == ["a.bin"] and (dest / "a.bin").read_bytes() == b"new content"
     assert r["requests"] == {"ListObjectsV2": 1, "GetObject": 2, "HeadObject": 1}
@@ -648,12 +653,12 @@ def test_every_ranged_verification_mode_catches_damage(s3, bucket, client, tmp_p
     monkeypatch.setattr(S3Client, "get_object", bad_get)
     dest = tmp_path / "d"
     with pytest.raises(GpuWorkerError) as e:
-        s3sync.download(client, bucket, "", str(dest), multipart_threshold=MiB, part_size=MiB, workers=2)
+        download(client, bucket, "", str(dest), multipart_threshold=MiB, part_size=MiB, workers=2)
     assert "integrity check failed for 'o.bin'" in str(e.value) and expect in str(e.value)
-    assert e.value.exit_code == s3sync.INTEGRITY_EXIT_CODE and hits
-    assert [n for n in os.listdir(dest) if n != s3sync.STATE_FILE] == []
+    assert e.value.exit_code == INTEGRITY_EXIT_CODE and hits
+    assert [n for n in os.listdir(dest) if n != STATE_FILE] == []
     monkeypatch.setattr(S3Client, "get_object", original)
-    r = s3sync.download(client, bucket, "", str(dest), multipart_threshold=MiB, part_size=MiB, workers=2)
+    r = download(client, bucket, "", str(dest), multipart_threshold=MiB, part_size=MiB, workers=2)
     assert r["transferred"] == ["o.bin"] and (dest / "o.bin").read_bytes() == data
 
 
@@ -672,10 +677,11 @@ def test_ranged_download_fsyncs_the_file_once(s3, bucket, client, tmp_path, monk
         syncs.append("fdatasync")
         return real_fdatasync(fd)
 
-    monkeypatch.setattr(s3sync.os, "fsync", fsync)
-    monkeypatch.setattr(s3sync.os, "fdatasync", fdatasync)
+    # download.py fsyncs/fdatasyncs the file, localio.py the folder: both through the os module
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
     dest = tmp_path / "d"
-    r = s3sync.download(client, bucket, "", str(dest), multipart_threshold=MiB, part_size=256 * KiB, workers=4)
+    r = download(client, bucket, "", str(dest), multipart_threshold=MiB, part_size=256 * KiB, workers=4)
     assert r["requests"]["GetObject"] == 20
     assert syncs == ["file", "dir"]  # one fsync of the file before its rename, one of its folder after
     assert (dest / "x" / "o.bin").read_bytes() == data
@@ -689,7 +695,7 @@ def test_resumed_ranges_are_hashed_from_disk(s3, bucket, client, tmp_path, monke
     dest = tmp_path / "d"
     opts = {"multipart_threshold": 256 * KiB, "part_size": 128 * KiB, "workers": 1}
     with pytest.raises(TransientError):
-        s3sync.download(client, bucket, "", str(dest), **opts)
+        download(client, bucket, "", str(dest), **opts)
     side = json.loads((dest / ".r.bin.vsync-part.json").read_text())
     assert sorted(side["done"]) == [0, 1, 2, 3, 4] and side["flushed"] == side["done"]  # flushed at the failure
     with open(dest / ".r.bin.vsync-part", "r+b") as f:  # a recorded range that did not reach the disk intact
@@ -697,10 +703,10 @@ def test_resumed_ranges_are_hashed_from_disk(s3, bucket, client, tmp_path, monke
         f.write(b"\0" * 100)
     flaky.off()
     with pytest.raises(GpuWorkerError) as e:
-        s3sync.download(client, bucket, "", str(dest), **opts)
+        download(client, bucket, "", str(dest), **opts)
     assert "integrity check failed for 'r.bin'" in str(e.value) and "resumed" in str(e.value)
-    assert [n for n in os.listdir(dest) if n != s3sync.STATE_FILE] == []
-    r = s3sync.download(client, bucket, "", str(dest), **opts)
+    assert [n for n in os.listdir(dest) if n != STATE_FILE] == []
+    r = download(client, bucket, "", str(dest), **opts)
     assert r["resumed"] == [] and (dest / "r.bin").read_bytes() == data
 
 
@@ -715,16 +721,16 @@ def test_after_a_machine_restart_only_flushed_ranges_are_resumed(s3, bucket, cli
            "range_size": 128 * KiB, "done": [0, 1, 2, 3, 4], "flushed": [0, 1], "boot_id": "an-earlier-boot"}
     side.write_text(json.dumps(doc))
     before = client.stats["GetObject"]
-    r = s3sync.download(client, bucket, "", str(dest), multipart_threshold=256 * KiB, part_size=128 * KiB)
+    r = download(client, bucket, "", str(dest), multipart_threshold=256 * KiB, part_size=128 * KiB)
     assert r["resumed"] == ["r.bin"] and client.stats["GetObject"] - before == 8 - 2
     assert (dest / "r.bin").read_bytes() == data
 
 
 def test_file_writer_falls_back_to_the_page_cache(tmp_path):
     path = tmp_path / "w.bin"
-    w = s3sync._FileWriter(str(path), True, create=True)
+    w = localio.FileWriter(str(path), True, create=True)
     try:
-        aligned = s3sync._thread_buffer()
+        aligned = localio.thread_buffer()
         view = memoryview(aligned)
         view[:8192] = b"a" * 8192
         w.write(0, view[:8192])                 # page-aligned: O_DIRECT where supported
@@ -742,30 +748,30 @@ def test_download_object_fetches_skips_and_adopts_without_a_listing(s3, bucket, 
     etag = hashlib.md5(data).hexdigest()  # noqa: S324
     c = client_for(proxy.endpoint, minio)
     path = tmp_path / "cache" / "a.safetensors"
-    r = s3sync.download_object(c, bucket, "models/sdxl/a.safetensors", str(path))
+    r = download_object(c, bucket, "models/sdxl/a.safetensors", str(path))
     assert r["files"] == 1 and r["bytes"] == len(data) and r["etag"] == etag and r["size"] == len(data)
     assert r["requests"] == {"HeadObject": 1, "GetObject": 1}
-    assert path.read_bytes() == data and sorted(os.listdir(path.parent)) == [s3sync.STATE_FILE, "a.safetensors"]
+    assert path.read_bytes() == data and sorted(os.listdir(path.parent)) == [STATE_FILE, "a.safetensors"]
 
     # known version: no request at all; unknown: one HEAD
-    r = s3sync.download_object(c, bucket, "models/sdxl/a.safetensors", str(path), expected_etag=etag,
-                               expected_size=len(data))
+    r = download_object(c, bucket, "models/sdxl/a.safetensors", str(path), expected_etag=etag,
+                        expected_size=len(data))
     assert r["files"] == 0 and r["skipped"] == 1 and r["requests"] == {} and not r["changed"]
-    r = s3sync.download_object(c, bucket, "models/sdxl/a.safetensors", str(path))
+    r = download_object(c, bucket, "models/sdxl/a.safetensors", str(path))
     assert r["skipped"] == 1 and r["requests"] == {"HeadObject": 1}
     # the record is the one download() of the key's folder keeps: a listing sync sees the file as current
-    r = s3sync.download(c, bucket, "models/sdxl", str(path.parent))
+    r = download(c, bucket, "models/sdxl", str(path.parent))
     assert r["skipped"] == 1 and r["adopted"] == [] and r["requests"] == {"ListObjectsV2": 1}
 
     # without a record the content is hashed and adopted
-    os.unlink(path.parent / s3sync.STATE_FILE)
-    r = s3sync.download_object(c, bucket, "models/sdxl/a.safetensors", str(path), expected_etag=etag,
-                               expected_size=len(data))
+    os.unlink(path.parent / STATE_FILE)
+    r = download_object(c, bucket, "models/sdxl/a.safetensors", str(path), expected_etag=etag,
+                        expected_size=len(data))
     assert r["adopted"] == ["a.safetensors"] and r["requests"] == {}
     # a local edit is replaced
     path.write_bytes(b"x" * len(data))
-    r = s3sync.download_object(c, bucket, "models/sdxl/a.safetensors", str(path), expected_etag=etag,
-                               expected_size=len(data))
+    r = download_object(c, bucket, "models/sdxl/a.safetensors", str(path), expected_etag=etag,
+                        expected_size=len(data))
     assert r["files"] == 1 and r["requests"] == {"GetObject": 1} and path.read_bytes() == data
 
 
@@ -778,15 +784,15 @@ def test_download_object_ranged_with_object_info_resumes_and_verifies(s3, bucket
     opts = {"multipart_threshold": 256 * KiB, "part_size": 256 * KiB, "workers": 1}
     flaky = FlakyGets(monkeypatch, after=4)
     with pytest.raises(TransientError):
-        s3sync.download_object(client, bucket, "big.bin", str(path), object_info=info, **opts)
+        download_object(client, bucket, "big.bin", str(path), object_info=info, **opts)
     assert not path.exists() and (tmp_path / ".big.bin.vsync-part.json").exists()
     flaky.off()
     before = dict(client.stats)
-    r = s3sync.download_object(client, bucket, "big.bin", str(path), object_info=info, **opts)
+    r = download_object(client, bucket, "big.bin", str(path), object_info=info, **opts)
     assert r["resumed"] == ["big.bin"] and r["files"] == 1
     assert "HeadObject" not in r["requests"] and r["requests"]["GetObject"] == 13 - 4
     assert client.stats["GetObject"] - before.get("GetObject", 0) == 9
-    assert path.read_bytes() == data and sorted(os.listdir(tmp_path)) == [s3sync.STATE_FILE, "big.bin"]
+    assert path.read_bytes() == data and sorted(os.listdir(tmp_path)) == [STATE_FILE, "big.bin"]
 
 
 def test_download_object_pinned_version_missing_object_and_corruption(s3, bucket, client, tmp_path, monkeypatch):
@@ -795,14 +801,14 @@ def test_download_object_pinned_version_missing_object_and_corruption(s3, bucket
     put_plain(client, bucket, "m.bin", b"new" * 1000)
     path = tmp_path / "m.bin"
     with pytest.raises(GpuWorkerError) as e:
-        s3sync.download_object(client, bucket, "m.bin", str(path), expected_etag=old_etag, expected_size=3000)
+        download_object(client, bucket, "m.bin", str(path), expected_etag=old_etag, expected_size=3000)
     assert "changed on the server" in str(e.value) and e.value.details["status"] == 412
     assert os.listdir(tmp_path) == []
     with pytest.raises(GpuWorkerError) as e:
-        s3sync.download_object(client, bucket, "nope.bin", str(tmp_path / "nope.bin"))
+        download_object(client, bucket, "nope.bin", str(tmp_path / "nope.bin"))
     assert e.value.details["status"] == 404 and "does not exist" in str(e.value)
     with pytest.raises(GpuWorkerError) as e:
-        s3sync.download_object(client, bucket, "../m.bin", str(tmp_path / "x.bin"))
+        download_object(client, bucket, "../m.bin", str(tmp_path / "x.bin"))
     assert "escape" in str(e.value)
 
     original = S3Client.get_object
@@ -812,6 +818,6 @@ def test_download_object_pinned_version_missing_object_and_corruption(s3, bucket
 
     monkeypatch.setattr(S3Client, "get_object", bad_get)
     with pytest.raises(GpuWorkerError) as e:
-        s3sync.download_object(client, bucket, "m.bin", str(path))
-    assert e.value.exit_code == s3sync.INTEGRITY_EXIT_CODE and "MD5" in str(e.value)
+        download_object(client, bucket, "m.bin", str(path))
+    assert e.value.exit_code == INTEGRITY_EXIT_CODE and "MD5" in str(e.value)
     assert os.listdir(tmp_path) == []

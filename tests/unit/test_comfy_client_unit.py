@@ -11,6 +11,9 @@ import threading
 import pytest
 
 from visionsuit_gpuworker.comfyui import client as cc
+from visionsuit_gpuworker.comfyui import errors as ce
+from visionsuit_gpuworker.comfyui import websocket as cws
+from visionsuit_gpuworker.comfyui import workflow as cw
 from visionsuit_gpuworker.errors import GpuWorkerError
 
 API_WF = {
@@ -48,29 +51,29 @@ def capture(shared_captures, name):
 
 def test_load_workflow_accepts_api_text_bytes_dict_and_post_body():
     text = json.dumps(API_WF)
-    assert cc.load_workflow(text) == API_WF
-    assert cc.load_workflow(text.encode()) == API_WF
-    assert cc.load_workflow(API_WF) == API_WF
-    assert cc.load_workflow({"prompt": API_WF, "client_id": "x"}) == API_WF
+    assert cw.load_workflow(text) == API_WF
+    assert cw.load_workflow(text.encode()) == API_WF
+    assert cw.load_workflow(API_WF) == API_WF
+    assert cw.load_workflow({"prompt": API_WF, "client_id": "x"}) == API_WF
 
 
 @pytest.mark.parametrize("text", ["{\"prompt\": {\"1\": ", "<html>502 Bad Gateway</html>", "class_type: X"])
 def test_load_workflow_not_json(text):
-    with pytest.raises(cc.WorkflowInputError) as exc:
-        cc.load_workflow(text, source="workflow file wf.json")
+    with pytest.raises(ce.WorkflowInputError) as exc:
+        cw.load_workflow(text, source="workflow file wf.json")
     assert "workflow file wf.json is not JSON" in str(exc.value)
     assert exc.value.exit_code == 2
     assert isinstance(exc.value, GpuWorkerError)
 
 
 def test_load_workflow_empty():
-    with pytest.raises(cc.WorkflowInputError, match="is empty"):
-        cc.load_workflow("  \n")
+    with pytest.raises(ce.WorkflowInputError, match="is empty"):
+        cw.load_workflow("  \n")
 
 
 def test_load_workflow_ui_format_says_how_to_export():
-    with pytest.raises(cc.WorkflowInputError) as exc:
-        cc.load_workflow(json.dumps(UI_WF))
+    with pytest.raises(ce.WorkflowInputError) as exc:
+        cw.load_workflow(json.dumps(UI_WF))
     text = str(exc.value)
     assert "UI (graph) format" in text
     assert "links" in text and "nodes" in text
@@ -79,48 +82,48 @@ def test_load_workflow_ui_format_says_how_to_export():
 
 
 def test_load_workflow_rejects_non_workflows():
-    with pytest.raises(cc.WorkflowInputError, match="not an object"):
-        cc.load_workflow("[1, 2]")
-    with pytest.raises(cc.WorkflowInputError, match="node '1' has no class_type"):
-        cc.load_workflow({"1": {"inputs": {}}})
-    with pytest.raises(cc.WorkflowInputError, match="has no nodes"):
-        cc.load_workflow("{}")
+    with pytest.raises(ce.WorkflowInputError, match="not an object"):
+        cw.load_workflow("[1, 2]")
+    with pytest.raises(ce.WorkflowInputError, match="node '1' has no class_type"):
+        cw.load_workflow({"1": {"inputs": {}}})
+    with pytest.raises(ce.WorkflowInputError, match="has no nodes"):
+        cw.load_workflow("{}")
 
 
 # ---- overrides -----------------------------------------------------------------------------------
 
 def test_apply_overrides_copies_and_sets():
-    new = cc.apply_overrides(API_WF, {1: {"width": 128}, "2": {"filename_prefix": "other"}})
+    new = cw.apply_overrides(API_WF, {1: {"width": 128}, "2": {"filename_prefix": "other"}})
     assert new["1"]["inputs"]["width"] == 128
     assert new["2"]["inputs"]["filename_prefix"] == "other"
     assert API_WF["1"]["inputs"]["width"] == 64  # the original is untouched
 
 
 def test_apply_overrides_unknown_node_and_input():
-    with pytest.raises(cc.WorkflowInputError, match=r"node 7: no such node in the workflow \(nodes: 1, 2\)"):
-        cc.apply_overrides(API_WF, {"7": {"seed": 1}})
-    with pytest.raises(cc.WorkflowInputError, match=r"node 1 \(EmptyImage\): no input 'seed'"):
-        cc.apply_overrides(API_WF, {"1": {"seed": 1}})
-    with pytest.raises(cc.WorkflowInputError, match="mapping"):
-        cc.apply_overrides(API_WF, {"1": 5})
+    with pytest.raises(ce.WorkflowInputError, match=r"node 7: no such node in the workflow \(nodes: 1, 2\)"):
+        cw.apply_overrides(API_WF, {"7": {"seed": 1}})
+    with pytest.raises(ce.WorkflowInputError, match=r"node 1 \(EmptyImage\): no input 'seed'"):
+        cw.apply_overrides(API_WF, {"1": {"seed": 1}})
+    with pytest.raises(ce.WorkflowInputError, match="mapping"):
+        cw.apply_overrides(API_WF, {"1": 5})
 
 
 def test_set_options_parse_and_coerce():
-    overrides = cc.parse_set_options(["1.width=128", "2.filename_prefix=a=b", "1.color=0x10"])
+    overrides = cw.parse_set_options(["1.width=128", "2.filename_prefix=a=b", "1.color=0x10"])
     assert overrides == {"1": {"width": "128", "color": "0x10"}, "2": {"filename_prefix": "a=b"}}
-    new = cc.apply_overrides(API_WF, overrides, coerce=True)
+    new = cw.apply_overrides(API_WF, overrides, coerce=True)
     assert new["1"]["inputs"]["width"] == 128
     assert new["1"]["inputs"]["color"] == "0x10"  # not a number: kept as text, ComfyUI will say so
     assert new["2"]["inputs"]["filename_prefix"] == "a=b"
     for bad in ("seed=1", "3.seed", ".seed=1", "3.=1"):
-        with pytest.raises(cc.WorkflowInputError, match="NODE_ID.INPUT=VALUE"):
-            cc.parse_set_options([bad])
+        with pytest.raises(ce.WorkflowInputError, match="NODE_ID.INPUT=VALUE"):
+            cw.parse_set_options([bad])
 
 
 # ---- validation error rendering ------------------------------------------------------------------
 
 def test_render_missing_checkpoint_literal():
-    err = cc.WorkflowValidationError(MISSING_CKPT_400["error"], MISSING_CKPT_400["node_errors"])
+    err = ce.WorkflowValidationError(MISSING_CKPT_400["error"], MISSING_CKPT_400["node_errors"])
     assert err.lines == [
         "node 4 (CheckpointLoaderSimple) input ckpt_name: value 'x.safetensors' not in list (available: none)"
         " — the checkpoint is not present on the node; sync it with sync-checkpoints"]
@@ -134,14 +137,14 @@ def test_render_lora_hint_and_class_from_workflow():
                                       "details": "", "extra_info": {
                                           "input_name": "lora_name", "received_value": "DoomGirl.safetensors",
                                           "input_config": [["other.safetensors"], {}]}}]}}
-    lines = cc.render_validation_errors({}, node_errors, {"10": {"class_type": "LoraLoader", "inputs": {}}})
+    lines = ce.render_validation_errors({}, node_errors, {"10": {"class_type": "LoraLoader", "inputs": {}}})
     assert lines == ["node 10 (LoraLoader) input lora_name: value 'DoomGirl.safetensors' not in list "
                      "(available: 'other.safetensors') — the LoRA is not present on the node; sync it with sync-loras"]
 
 
 def test_render_captured_missing_checkpoint(shared_captures):
     body = capture(shared_captures, "post_prompt_b_missing_ckpt")["body"]
-    lines = cc.render_validation_errors(body["error"], body["node_errors"])
+    lines = ce.render_validation_errors(body["error"], body["node_errors"])
     assert lines == [
         "node 1 (CheckpointLoaderSimple) input ckpt_name: value 'missing.safetensors' not in list "
         "(available: 'a.safetensors', 'sub/b.safetensors') — the checkpoint is not present on the node; "
@@ -150,7 +153,7 @@ def test_render_captured_missing_checkpoint(shared_captures):
 
 def test_render_captured_missing_input_and_bad_values(shared_captures):
     body = capture(shared_captures, "extra_post_prompt_missing_input_and_bad_value")["body"]
-    lines = cc.render_validation_errors(body["error"], body["node_errors"])
+    lines = ce.render_validation_errors(body["error"], body["node_errors"])
     assert lines == [
         "node 1 (EmptyImage) input height: Failed to convert an input value to a INT value (received 'abc')",
         "node 1 (EmptyImage) input width: Value 999999 bigger than max of 16384",
@@ -160,24 +163,24 @@ def test_render_captured_missing_input_and_bad_values(shared_captures):
 
 def test_render_captured_bad_link(shared_captures):
     body = capture(shared_captures, "extra_post_prompt_bad_link")["body"]
-    (line,) = cc.render_validation_errors(body["error"], body["node_errors"])
+    (line,) = ce.render_validation_errors(body["error"], body["node_errors"])
     assert line.startswith("node 2 (SaveImage): exception during validation: KeyError '99'")
     assert "link to node 99" in line
 
 
 def test_render_captured_top_level_errors(shared_captures):
     body = capture(shared_captures, "post_prompt_c_unknown_class_type")["body"]
-    (line,) = cc.render_validation_errors(body["error"], body["node_errors"])
+    (line,) = ce.render_validation_errors(body["error"], body["node_errors"])
     assert "NoSuchNodeXYZ does not exist" in line and "Node ID '#1'" in line and "not installed" in line
     body = capture(shared_captures, "extra_post_prompt_no_outputs")["body"]
-    assert cc.render_validation_errors(body["error"], body["node_errors"]) == [
+    assert ce.render_validation_errors(body["error"], body["node_errors"]) == [
         "Prompt has no outputs — add an output node such as SaveImage"]
 
 
 def test_render_top_level_literal():
     error = {"type": "invalid_prompt", "message": "Cannot execute because node Foo does not exist.",
              "details": "Node ID '#3'", "extra_info": {}}
-    err = cc.WorkflowValidationError(error, {})
+    err = ce.WorkflowValidationError(error, {})
     assert err.lines == ["Cannot execute because node Foo does not exist. (Node ID '#3') — the node type is not "
                          "installed on this ComfyUI (custom node missing?)"]
 
@@ -197,8 +200,8 @@ def test_validate_against_object_info_literal():
         "width": ["INT", {"min": 16, "max": 16384}], "height": ["INT", {"min": 16, "max": 16384}],
         "batch_size": ["INT", {"min": 1, "max": 4096}]}}}
     info["SaveImage"] = {"input": {"required": {"images": ["IMAGE", {}], "filename_prefix": ["STRING", {}]}}}
-    error, node_errors = cc.validate_against_object_info(wf, info)
-    lines = cc.render_validation_errors(error, node_errors, wf)
+    error, node_errors = cw.validate_against_object_info(wf, info)
+    lines = ce.render_validation_errors(error, node_errors, wf)
     assert lines == [
         "node 4 (CheckpointLoaderSimple) input ckpt_name: value 'x.safetensors' not in list "
         "(available: 'a.safetensors') — the checkpoint is not present on the node; sync it with sync-checkpoints",
@@ -208,13 +211,13 @@ def test_validate_against_object_info_literal():
     ]
     wf["4"]["inputs"]["ckpt_name"] = "a.safetensors"
     del wf["5"], wf["9"]
-    assert cc.validate_against_object_info(wf, info) == ({}, {})
+    assert cw.validate_against_object_info(wf, info) == ({}, {})
 
 
 def test_validate_unknown_class():
-    error, node_errors = cc.validate_against_object_info({"1": {"class_type": "Nope", "inputs": {}}}, {})
+    error, node_errors = cw.validate_against_object_info({"1": {"class_type": "Nope", "inputs": {}}}, {})
     assert node_errors == {}
-    assert "Nope does not exist" in cc.render_validation_errors(error, node_errors)[0]
+    assert "Nope does not exist" in ce.render_validation_errors(error, node_errors)[0]
 
 
 def test_validate_against_captured_object_info(shared_captures):
@@ -223,8 +226,8 @@ def test_validate_against_captured_object_info(shared_captures):
         "model": ["0", 0], "clip": ["0", 1], "lora_name": "DoomGirl.safetensors",
         "strength_model": 0.8, "strength_clip": 0.8}},
         "0": {"class_type": "LoraLoader", "inputs": {}}}
-    error, node_errors = cc.validate_against_object_info({"1": wf["1"]}, info)
-    lines = cc.render_validation_errors(error, node_errors)
+    error, node_errors = cw.validate_against_object_info({"1": wf["1"]}, info)
+    lines = ce.render_validation_errors(error, node_errors)
     assert any("value 'DoomGirl.safetensors' not in list (available: 'lora_a.safetensors')" in ln
                and "sync-loras" in ln for ln in lines), lines
 
@@ -238,30 +241,30 @@ def test_collect_outputs_all_kinds():
                          {"filename": "b.png", "subfolder": "", "type": "temp"}], "animated": [False]},
         "10": {"audio": [{"filename": "s.flac", "subfolder": "audio", "type": "output"}], "text": ["hello"]},
     }
-    flat = cc.collect_outputs(outputs)
+    flat = cw.collect_outputs(outputs)
     assert [(o["node_id"], o["kind"], o["filename"]) for o in flat] == [
         ("9", "images", "a.png"), ("9", "images", "b.png"), ("10", "audio", "s.flac"),
         ("10", "text", None), ("12", "gifs", "clip_00001.mp4")]
     assert flat[3]["text"] == "hello"
-    assert [cc.output_identifier(o) for o in flat] == ["a.png", "temp:b.png", "audio/s.flac", None,
+    assert [cw.output_identifier(o) for o in flat] == ["a.png", "temp:b.png", "audio/s.flac", None,
                                                        "vid/clip_00001.mp4"]
 
 
 def test_result_from_history_literal_states():
-    assert cc.result_from_history("p", None) is None
-    assert cc.result_from_history("p", {"outputs": {}, "status": {"status_str": None, "completed": False,
+    assert cw.result_from_history("p", None) is None
+    assert cw.result_from_history("p", {"outputs": {}, "status": {"status_str": None, "completed": False,
                                                                    "messages": []}}) is None
     entry = {"outputs": {}, "status": {"status_str": "error", "completed": False, "messages": [
         ["execution_start", {"prompt_id": "p", "timestamp": 1000}],
         ["execution_error", {"prompt_id": "p", "node_id": "4", "node_type": "KSampler",
                              "exception_type": "RuntimeError", "exception_message": "CUDA out of memory\n",
                              "traceback": ["x"], "timestamp": 3500}]]}}
-    result = cc.result_from_history("p", entry)
+    result = cw.result_from_history("p", entry)
     assert result["status"] == "error"
     assert result["error"]["node_id"] == "4" and result["error"]["exception_message"] == "CUDA out of memory"
     assert result["timings"]["execution_s"] == 2.5
-    assert cc.describe_failure(result) == "workflow p failed on node 4 (KSampler): RuntimeError: CUDA out of memory"
-    with pytest.raises(cc.WorkflowExecutionError) as exc:
+    assert ce.describe_failure(result) == "workflow p failed on node 4 (KSampler): RuntimeError: CUDA out of memory"
+    with pytest.raises(ce.WorkflowExecutionError) as exc:
         cc.raise_for_result(result)
     assert exc.value.exit_code == 4
 
@@ -269,22 +272,22 @@ def test_result_from_history_literal_states():
 def test_result_from_captured_histories(shared_captures):
     body = capture(shared_captures, "get_history_a_done")["body"]
     (pid, entry), = body.items()
-    result = cc.result_from_history(pid, entry)
+    result = cw.result_from_history(pid, entry)
     assert result["status"] == "success" and result["error"] is None
     assert result["outputs"] == [{"node_id": "2", "kind": "images", "filename": "probe_00001_.png",
                                   "subfolder": "", "type": "output"}]
     body = capture(shared_captures, "get_history_d_exec_error")["body"]
     (pid, entry), = body.items()
-    result = cc.result_from_history(pid, entry)
+    result = cw.result_from_history(pid, entry)
     assert result["status"] == "error"
     assert result["error"]["node_id"] == "1" and result["error"]["node_type"] == "CheckpointLoaderSimple"
     assert result["error"]["exception_message"] == "Error while deserializing header: header too large"
-    assert "SafetensorError" in cc.describe_failure(result)
+    assert "SafetensorError" in ce.describe_failure(result)
     body = capture(shared_captures, "get_history_e_interrupted")["body"]
     (pid, entry), = body.items()
-    result = cc.result_from_history(pid, entry)
+    result = cw.result_from_history(pid, entry)
     assert result["status"] == "interrupted" and result["error"]["node_id"] == "3"
-    assert "interrupted at node 3 (ImageBlur)" in cc.describe_failure(result)
+    assert "interrupted at node 3 (ImageBlur)" in ce.describe_failure(result)
 
 
 def test_base_url_from():
@@ -302,7 +305,7 @@ def test_unreachable_server_is_a_connection_error():
     port = sock.getsockname()[1]
     sock.close()  # nothing listens there now
     client = cc.ComfyClient(f"http://127.0.0.1:{port}", timeout=2)
-    with pytest.raises(cc.ComfyConnectionError) as exc:
+    with pytest.raises(ce.ComfyConnectionError) as exc:
         client.system_stats()
     assert exc.value.exit_code == 6 and "cannot reach ComfyUI" in str(exc.value)
 
@@ -359,7 +362,7 @@ def test_websocket_client_frames():
             seen["request"] = request.decode()
             key = [ln.split(":", 1)[1].strip() for ln in seen["request"].split("\r\n")
                    if ln.lower().startswith("sec-websocket-key")][0]
-            accept = base64.b64encode(hashlib.sha1((key + cc._WS_GUID).encode()).digest()).decode()  # noqa: S324
+            accept = base64.b64encode(hashlib.sha1((key + cws._WS_GUID).encode()).digest()).decode()  # noqa: S324
             first = _server_frame(1, b'{"type": "status"}')
             # the first frame arrives in the same packet as the handshake answer
             conn.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -378,7 +381,7 @@ def test_websocket_client_frames():
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    ws = cc.WebSocket(f"ws://127.0.0.1:{port}/ws?clientId=abc", timeout=5)
+    ws = cws.WebSocket(f"ws://127.0.0.1:{port}/ws?clientId=abc", timeout=5)
     assert ws.recv(timeout=5) == (1, b'{"type": "status"}')
     assert ws.recv(timeout=5) == (1, b'{"type": "executing"}')  # ping answered on the way, fragments joined
     assert ws.recv(timeout=5) == (2, b"\x00\x00\x00\x01PNG")
@@ -386,7 +389,7 @@ def test_websocket_client_frames():
     assert ws.recv(timeout=0.2) is None  # only 5 bytes of the next frame so far: a timeout, no data lost
     ws.send('{"hello": 1}')
     assert ws.recv(timeout=5) == (1, big)
-    with pytest.raises(cc.WebSocketClosed):
+    with pytest.raises(cws.WebSocketClosed):
         ws.recv(timeout=5)
     ws.close()
     thread.join(5)
@@ -412,7 +415,7 @@ def test_websocket_refused_upgrade():
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    with pytest.raises(cc.WebSocketClosed, match="502"):
-        cc.WebSocket(f"ws://127.0.0.1:{port}/ws", timeout=5)
+    with pytest.raises(cws.WebSocketClosed, match="502"):
+        cws.WebSocket(f"ws://127.0.0.1:{port}/ws", timeout=5)
     thread.join(5)
     listener.close()

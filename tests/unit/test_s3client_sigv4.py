@@ -2,8 +2,8 @@
 import pytest
 
 from visionsuit_gpuworker.errors import GpuWorkerError
-from visionsuit_gpuworker.s3.client import (
-    S3Client,
+from visionsuit_gpuworker.s3.client import S3Client
+from visionsuit_gpuworker.s3.sigv4 import (
     canonical_query,
     decode_metadata_value,
     encode_metadata_value,

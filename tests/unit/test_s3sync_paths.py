@@ -7,20 +7,16 @@ import zlib
 import pytest
 
 from visionsuit_gpuworker.errors import GpuWorkerError
-from visionsuit_gpuworker.s3.sync import (
-    MiB,
+from visionsuit_gpuworker.s3.checksums import (
     Verifier,
-    _matches,
     crc32_combine,
     etag_part_count,
     file_matches_etag,
     file_multipart_etag,
-    key_to_relpath,
-    normalize_prefix,
     part_size_candidates,
-    relpath_to_key,
-    safe_join,
 )
+from visionsuit_gpuworker.s3.keys import key_to_relpath, matches, normalize_prefix, relpath_to_key, safe_join
+from visionsuit_gpuworker.s3.localio import MiB
 
 
 @pytest.mark.parametrize("key,prefix,rel", [
@@ -69,11 +65,11 @@ def test_prefix_mismatch_and_helpers(tmp_path):
 
 
 def test_include_exclude_globs():
-    assert _matches("sdxl/a.safetensors", ["*.safetensors"], None)
-    assert not _matches("sdxl/a.ckpt", ["*.safetensors"], None)
-    assert _matches("sdxl/a.ckpt", None, ["*.safetensors"])
-    assert not _matches("tmp/a.safetensors", None, ["tmp/*"])
-    assert not _matches("a.safetensors", ["*.safetensors"], ["a.*"])
+    assert matches("sdxl/a.safetensors", ["*.safetensors"], None)
+    assert not matches("sdxl/a.ckpt", ["*.safetensors"], None)
+    assert matches("sdxl/a.ckpt", None, ["*.safetensors"])
+    assert not matches("tmp/a.safetensors", None, ["tmp/*"])
+    assert not matches("a.safetensors", ["*.safetensors"], ["a.*"])
 
 
 def test_etag_part_counts_and_part_size_guesses():

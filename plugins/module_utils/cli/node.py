@@ -36,15 +36,11 @@ import tempfile
 import time
 
 from ..errors import GpuWorkerError
+from ..s3.download import download
 from ..s3.env import ENV_FILE_VARIABLE, load_minio_env
-from ..s3.sync import (
-    DEFAULT_MULTIPART_THRESHOLD,
-    DEFAULT_PART_SIZE,
-    DEFAULT_WORKERS,
-    download,
-    object_manifest,
-    upload,
-)
+from ..s3.sync import object_manifest
+from ..s3.transfer import DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE, DEFAULT_WORKERS
+from ..s3.upload import upload
 
 COMFY_ROOT = "/opt/comfyui"
 DEFAULT_DIRS = {

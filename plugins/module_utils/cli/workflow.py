@@ -22,22 +22,9 @@ import os
 import sys
 import time
 
-from ..comfyui.client import (
-    DEFAULT_HOST,
-    DEFAULT_PORT,
-    ComfyClient,
-    WorkflowExecutionError,
-    WorkflowInputError,
-    WorkflowValidationError,
-    apply_overrides,
-    base_url_from,
-    check_workflow,
-    describe_failure,
-    load_workflow,
-    output_identifier,
-    parse_set_options,
-    run_workflow,
-)
+from ..comfyui.client import DEFAULT_HOST, DEFAULT_PORT, ComfyClient, base_url_from, check_workflow, run_workflow
+from ..comfyui.errors import WorkflowExecutionError, WorkflowInputError, WorkflowValidationError, describe_failure
+from ..comfyui.workflow import apply_overrides, load_workflow, output_identifier, parse_set_options
 from ..errors import GpuWorkerError
 
 PROG = "test-run-workflow"

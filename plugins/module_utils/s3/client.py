@@ -3,8 +3,12 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """A minimal S3 client for MinIO on ``http.client`` (stdlib only).
 
-* AWS Signature Version 4 in the ``Authorization`` header, payload ``UNSIGNED-PAYLOAD`` (default; bodies carry
-  ``Content-MD5`` instead) or the SHA-256 of the payload (``payload_signing="sha256"``);
+This module is over 600 lines because :class:`S3Client` is one class, one method per S3 operation around the
+request/retry loop and error mapping they all share.
+
+* AWS Signature Version 4 in the ``Authorization`` header (:mod:`.sigv4`), payload ``UNSIGNED-PAYLOAD`` (default;
+  bodies carry ``Content-MD5`` instead) or the SHA-256 of the payload (``payload_signing="sha256"``);
+* the endpoint is checked by the one rule of :mod:`.endpoint`;
 * path-style addressing (``http://host:9000/bucket/key``), http and https (custom CA bundle, optional
   ``validate_certs=False``), one kept-alive connection per thread;
 * retries with exponential backoff and full jitter on transient failures (connection errors, 5xx, 429,
@@ -22,7 +26,6 @@ __metaclass__ = type
 import base64
 import collections
 import hashlib
-import hmac
 import http.client
 import os
 import random
@@ -31,14 +34,21 @@ import ssl
 import threading
 import time
 import xml.etree.ElementTree as ET  # noqa: S405 - parses replies of the configured S3 server only
-from email.header import decode_header
-from urllib.parse import quote, unquote_plus, urlsplit
+from urllib.parse import unquote_plus
 
 from ..errors import GpuWorkerError, TransientError
+from .endpoint import parse_endpoint
+from .sigv4 import (
+    EMPTY_SHA256,
+    UNSIGNED_PAYLOAD,
+    canonical_query,
+    decode_metadata_value,
+    encode_metadata_value,
+    sign_v4,
+    uri_encode,
+)
 
 DEFAULT_REGION = "us-east-1"
-UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
-EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 CHUNK = 1024 * 1024
 USER_AGENT = "visionsuit-gpuworker-s3/1"
 CHECKSUM_ALGORITHMS = ("sha256", "sha1", "crc32", "crc32c", "crc64nvme")
@@ -84,77 +94,6 @@ def _parse_xml(body):
 def _xml_escape(text):
     return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
             .replace('"', "&quot;").replace("'", "&apos;"))
-
-
-def uri_encode(text, safe=""):
-    """RFC 3986 encoding as SigV4 wants it (unreserved characters kept, UTF-8 bytes as %XX)."""
-    return quote(text.encode("utf-8"), safe=safe + "~")
-
-
-def canonical_query(params):
-    """Canonical query string from a dict or a list of (name, value)."""
-    items = params.items() if isinstance(params, dict) else params
-    pairs = sorted((uri_encode(str(k)), uri_encode("" if v is None else str(v))) for k, v in items)
-    return "&".join("%s=%s" % kv for kv in pairs)
-
-
-def _hmac(key, msg):
-    return hmac.new(key, msg.encode("utf-8"), hashlib.sha256).digest()
-
-
-def signing_key(secret_key, date, region, service="s3"):
-    k = _hmac(("AWS4" + secret_key).encode("utf-8"), date)
-    k = _hmac(k, region)
-    k = _hmac(k, service)
-    return _hmac(k, "aws4_request")
-
-
-def sign_v4(method, canonical_uri, query, headers, payload_hash, access_key, secret_key, region,
-            amz_date, service="s3"):
-    """Return the ``Authorization`` header value for a request.
-
-    :param canonical_uri: the already URI-encoded path (``/bucket/key%20name``).
-    :param query: dict or list of (name, value), unencoded.
-    :param headers: dict of the headers to sign (all of them are signed; ``host`` must be present).
-    :param amz_date: ``YYYYMMDDTHHMMSSZ`` (the same value as the ``x-amz-date`` header).
-    """
-    lower = {}
-    for name, value in headers.items():
-        lower[name.strip().lower()] = " ".join(str(value).strip().split())
-    signed = sorted(lower)
-    canonical_headers = "".join("%s:%s\n" % (n, lower[n]) for n in signed)
-    signed_headers = ";".join(signed)
-    canonical_request = "\n".join([method, canonical_uri, canonical_query(query), canonical_headers,
-                                   signed_headers, payload_hash])
-    date = amz_date[:8]
-    scope = "%s/%s/%s/aws4_request" % (date, region, service)
-    string_to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope,
-                                hashlib.sha256(canonical_request.encode("utf-8")).hexdigest()])
-    signature = hmac.new(signing_key(secret_key, date, region, service), string_to_sign.encode("utf-8"),
-                         hashlib.sha256).hexdigest()
-    return "AWS4-HMAC-SHA256 Credential=%s/%s, SignedHeaders=%s, Signature=%s" % (
-        access_key, scope, signed_headers, signature)
-
-
-def encode_metadata_value(value):
-    """Header-safe form of a user metadata value (RFC 2047 for anything beyond printable ASCII)."""
-    value = str(value)
-    if all(32 <= ord(c) < 127 for c in value) and not value.startswith("=?"):
-        return value
-    return "=?UTF-8?B?%s?=" % base64.b64encode(value.encode("utf-8")).decode("ascii")
-
-
-def decode_metadata_value(value):
-    if value is None or not value.startswith("=?"):
-        return value
-    try:
-        parts = decode_header(value)
-    except Exception:  # noqa: BLE001 - keep the raw value when it is not valid RFC 2047
-        return value
-    out = []
-    for text, charset in parts:
-        out.append(text.decode(charset or "utf-8", "replace") if isinstance(text, bytes) else text)
-    return "".join(out)
 
 
 class FileSlice:
@@ -218,30 +157,17 @@ class S3Client:
 
     def __init__(self, endpoint, access_key, secret_key, region=None, ca_bundle=None, validate_certs=True,
                  timeout=60.0, retries=5, backoff=0.5, max_backoff=20.0, payload_signing="unsigned"):
-        parts = urlsplit(endpoint)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise GpuWorkerError("invalid S3 endpoint %r" % endpoint, field="endpoint",
-                                 hint="use http://HOST:PORT or https://HOST:PORT")
-        if parts.path not in ("", "/") or parts.query or parts.fragment:
-            raise GpuWorkerError("S3 endpoint %r must not contain a path or query" % endpoint, field="endpoint",
-                                 hint="use http://HOST:PORT or https://HOST:PORT")
-        try:
-            port = parts.port
-        except ValueError:
-            raise GpuWorkerError("invalid port in S3 endpoint %r" % endpoint, field="endpoint",
-                                 hint="use http://HOST:PORT or https://HOST:PORT")
+        parsed = parse_endpoint(endpoint, field="endpoint")
         if not access_key or not secret_key:
             raise GpuWorkerError("access key and secret key are required", field="access_key",
                                  hint="set MINIO_ACCESS_KEY and MINIO_SECRET_KEY")
         if payload_signing not in ("unsigned", "sha256"):
             raise GpuWorkerError("payload_signing must be 'unsigned' or 'sha256'", field="payload_signing")
-        self.secure = parts.scheme == "https"
-        self.host = parts.hostname
-        self.port = port or (443 if self.secure else 80)
-        default_port = 443 if self.secure else 80
-        host_text = "[%s]" % self.host if ":" in self.host else self.host
-        self.host_header = host_text if self.port == default_port else "%s:%d" % (host_text, self.port)
-        self.endpoint = "%s://%s" % (parts.scheme, self.host_header)
+        self.secure = parsed.secure
+        self.host = parsed.host
+        self.port = parsed.port
+        self.host_header = parsed.host_header
+        self.endpoint = "%s://%s" % (parsed.scheme, self.host_header)
         self.access_key = access_key
         self._secret_key = secret_key
         self.region = region or DEFAULT_REGION
@@ -581,8 +507,8 @@ class S3Client:
     def put_object(self, bucket, key, body, content_type=None, metadata=None, content_md5=None, checksum_crc32=None):
         """Upload ``body`` (bytes or :class:`FileSlice`) in one request; returns the ETag.
 
-        ``checksum_crc32`` (base64, see :func:`crc32_b64`) is sent as ``x-amz-checksum-crc32``: the server checks it
-        and stores it as the object's full-object checksum, which downloads then verify against.
+        ``checksum_crc32`` (base64, see :func:`.checksums.crc32_b64`) is sent as ``x-amz-checksum-crc32``: the server
+        checks it and stores it as the object's full-object checksum, which downloads then verify against.
         """
         headers = _put_headers(content_type, metadata)
         if content_md5:
@@ -666,11 +592,6 @@ class S3Client:
                 if _strip_ns(child.tag) == "Error":
                     raise GpuWorkerError("deleting '%s' from bucket '%s' on %s failed: %s" % (
                         _xml_text(child, "Key", "?"), bucket, self.endpoint, _xml_text(child, "Code", "?")))
-
-
-def crc32_b64(value):
-    """A CRC32 (``zlib.crc32`` value) as the base64 text of ``x-amz-checksum-crc32``."""
-    return base64.b64encode((value & 0xFFFFFFFF).to_bytes(4, "big")).decode("ascii")
 
 
 def _put_headers(content_type, metadata):

@@ -26,8 +26,8 @@ Variables:
 ``MINIO_OUTPUTS_PREFIX``    folder inside the outputs bucket (default: the bucket root)
 =========================== ============================================================================
 
-A missing or unreadable file, a missing required variable or a malformed endpoint raise
-:class:`~.errors.GpuWorkerError` (exit code 3 in the node commands) naming the culprit and the fix.
+A missing or unreadable file, a missing required variable or a malformed endpoint (the rule of :mod:`.endpoint`)
+raise :class:`~.errors.GpuWorkerError` (exit code 3 in the node commands) naming the culprit and the fix.
 """
 from __future__ import absolute_import, division, print_function
 
@@ -35,11 +35,11 @@ __metaclass__ = type
 
 import os
 import re
-from urllib.parse import urlsplit
 
 from ..errors import GpuWorkerError
 from .client import DEFAULT_REGION, S3Client
-from .sync import normalize_prefix
+from .endpoint import parse_endpoint as _parse_url
+from .keys import normalize_prefix
 
 DEFAULT_ENV_FILE = "/etc/comfyui/minio.env"
 ENV_FILE_VARIABLE = "VISIONSUIT_MINIO_ENV"
@@ -143,40 +143,15 @@ def parse_bool(value, name):
 
 
 def parse_endpoint(endpoint, secure=None, name="MINIO_ENDPOINT"):
-    """Normalise an endpoint to ``(url, secure)``; a bare ``host:port`` uses ``secure`` (default http)."""
-    text = (endpoint or "").strip()
-    hint = "use e.g. %s=http://192.168.1.10:9000" % name
-    if not text:
-        raise _config_error("%s is empty" % name, field=name, hint=hint)
-    if "://" not in text:
-        text = ("https://" if secure else "http://") + text
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https"):
-        raise _config_error("%s %r has scheme %r; only http and https are supported" % (
-            name, endpoint, parts.scheme), field=name, hint=hint)
-    try:
-        port = parts.port
-    except ValueError:
-        raise _config_error("%s %r has an invalid port" % (name, endpoint), field=name, hint=hint)
-    if not parts.hostname or parts.username or parts.password:
-        raise _config_error("%s %r has no valid host (credentials belong in MINIO_ACCESS_KEY/MINIO_SECRET_KEY)"
-                            % (name, _strip_userinfo(endpoint)), field=name, hint=hint)
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise _config_error("%s %r must not contain a path or query" % (name, endpoint), field=name, hint=hint)
-    if any(c.isspace() for c in text):
-        raise _config_error("%s %r contains whitespace" % (name, endpoint), field=name, hint=hint)
-    is_secure = parts.scheme == "https"
-    if secure is not None and secure != is_secure:
+    """Normalise an endpoint to ``(url, secure)`` by the rule of :mod:`.endpoint`; a bare ``host:port`` uses
+    ``secure`` (default http), and ``secure`` must not contradict an explicit scheme."""
+    parsed = _parse_url(endpoint, field=name, hint="use e.g. %s=http://192.168.1.10:9000" % name,
+                        default_scheme="https" if secure else "http", exit_code=CONFIG_EXIT_CODE)
+    if secure is not None and secure != parsed.secure:
         raise _config_error("MINIO_SECURE=%s contradicts the %s scheme of %s" % (
-            "true" if secure else "false", parts.scheme, name), field="MINIO_SECURE",
+            "true" if secure else "false", parsed.scheme, name), field="MINIO_SECURE",
             hint="drop MINIO_SECURE or make it match the endpoint's scheme")
-    host = "[%s]" % parts.hostname if ":" in parts.hostname else parts.hostname
-    url = "%s://%s%s" % (parts.scheme, host, ":%d" % port if port else "")
-    return url, is_secure
-
-
-def _strip_userinfo(endpoint):
-    return re.sub(r"//[^@/]*@", "//***@", endpoint or "")
+    return parsed.url, parsed.secure
 
 
 class MinioSettings:
