@@ -104,7 +104,13 @@ build-collection: venv
 	    ! echo "$$out" | grep -qE 'not found|Error loading' || { echo "$$out"; echo "ansible-doc $$m failed"; exit 1; }; \
 	done; \
 	ANSIBLE_COLLECTIONS_PATH=$$dir ansible-doc -t role visionsuit.gpuworker.comfyui >/dev/null; \
-	echo ">> installed it and rendered the docs of: $$(ls plugins/modules/*.py | xargs -n1 basename | sed 's/\.py$$//' | tr '\n' ' ')"
+	echo ">> installed it and rendered the docs of: $$(ls plugins/modules/*.py | xargs -n1 basename | sed 's/\.py$$//' | tr '\n' ' ')"; \
+	XDG_CACHE_HOME=$$dir/cache ANSIBLE_COLLECTIONS_PATH=$$dir ansible localhost -o -m ansible.builtin.debug \
+	  -a "msg={{ query('visionsuit.gpuworker.node_wheel', 'visionsuit-gpuworker', 'visionsuit-gpu-agent') | map('basename') | join(' ') }}" \
+	  >$$dir/wheels.log 2>&1 || { cat $$dir/wheels.log; echo "the installed collection cannot build its node wheels"; exit 1; }; \
+	echo ">> the installed collection builds its node wheels: $$(grep -o 'visionsuit_[a-z_]*-[^ ]*\.whl' $$dir/wheels.log | tr '\n' ' ')"; \
+	if tar -tzf $(BUILD)/dist/*.tar.gz | grep -E '(^|/)(build|tests|comfyui-standin)/|egg-info'; then \
+	  echo "the tarball ships development files (above)"; exit 1; fi
 
 pytest: rig
 	@echo ">> pytest (unit + integration)"; pytest -q -p no:cacheprovider
