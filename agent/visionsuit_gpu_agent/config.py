@@ -3,6 +3,10 @@
 :func:`load` reads and checks the file and returns a :class:`Config`; every problem is collected and
 reported with the dotted key at fault (``minio.endpoint: ...``), so ``--check-config`` names each bad key at
 once. Missing keys take the defaults of :data:`SPEC`.
+
+No problem ever quotes the file: YAML and JSON syntax errors give the line, the column and the key there (when it
+is one of :data:`SPEC`), never the offending text, which may be the API token or the MinIO secret key; the values
+of the secret keys and unknown keys that do not look like key names are not shown either.
 """
 from __future__ import annotations
 
@@ -202,23 +206,118 @@ class Config:
         return os.path.join(self["state_dir"], "cache")
 
 
+SECTIONS = frozenset(k.split(".", 1)[0] for k in SPEC if "." in k)
+_KEY_NAMES = SECTIONS | {k.rsplit(".", 1)[-1] for k in SPEC}
+# a mapping key as written in YAML or JSON (``api_token:``, ``"api_token":``)
+_KEY_IN_LINE = re.compile(r"""(?<![\w-])["']?([A-Za-z_][A-Za-z0-9_]*)["']?[ \t]*:""")
+# a quoted piece of a parser's message (PyYAML and json quote the offending character, alias, anchor or tag)
+_QUOTED = re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*\"""")
+# ... kept only when it is a token name or one YAML indicator (they are not taken from a value)
+_SAFE_QUOTED = re.compile(r"""^(['"])(?:<[a-z ]+>|[\[\]{}:,?|>!&*#%@ -]|\\t)\1$""")
+
+
+def _masked(message):
+    """A parser's message with every quoted piece of the document replaced by '...'."""
+    return _QUOTED.sub(lambda m: m.group(0) if _SAFE_QUOTED.match(m.group(0)) else "'...'", str(message or ""))
+
+
+def _indent(line):
+    return len(line) - len(line.lstrip(" \t"))
+
+
+def _key_at(lines, line, column):
+    """The dotted key (``server.api_token``) written before 0-based ``line``/``column``, when :data:`SPEC` knows it:
+    the last key name on that line, in the section named earlier on the line (flow style) or on the nearest line
+    above with less indentation (block style). None otherwise: an unknown name may be a piece of a value."""
+    if line is None or not 0 <= line < len(lines):
+        return None
+    text = lines[line][:max(column, 0) + 1]
+    found = [m.group(1) for m in _KEY_IN_LINE.finditer(text) if m.group(1) in _KEY_NAMES]
+    if not found:
+        return None
+    key = found[-1]
+    sections = [k for k in found[:-1] if k in SECTIONS]
+    if sections:
+        section = sections[-1]
+    elif key in SECTIONS and _indent(lines[line]) == 0:
+        return key
+    else:
+        section = None
+        below = _indent(lines[line])
+        for above in reversed(lines[:line]):
+            if above.strip() and not above.lstrip().startswith("#") and _indent(above) < below:
+                names = [m.group(1) for m in _KEY_IN_LINE.finditer(above)]
+                section = names[0] if names and names[0] in SECTIONS else None
+                break
+    dotted = f"{section}.{key}" if section else key
+    return dotted if dotted in SPEC else None
+
+
+def _syntax_problem(source, kind, text, description, line=None, column=None, start=None):
+    """One problem line for a YAML/JSON syntax error: position, key, the parser's description (masked)."""
+    lines = text.split("\n")
+    where = f" at line {line + 1}, column {column + 1}" if line is not None else ""
+    key = _key_at(lines, line, column or 0)
+    if start is not None and start[0] is not None and start[0] != line:
+        key = key or _key_at(lines, *start)
+        where += f" (from line {start[0] + 1}, column {start[1] + 1})"
+    return "{}: not valid {}{}{}: {}; the text is not shown as it may hold a secret".format(
+        source, kind, where, f" in {key}" if key else "", _masked(description))
+
+
+def _yaml_problem(source, text, err):
+    if isinstance(err, yaml.reader.ReaderError):
+        before = text[:err.position] if isinstance(err.position, int) else ""
+        line, column = before.count("\n"), len(before) - (before.rfind("\n") + 1)
+        return _syntax_problem(source, "YAML", text, "a character YAML does not allow (escape control characters "
+                               "in a double-quoted string)", line, column)
+    if isinstance(err, yaml.MarkedYAMLError):
+        description = ": ".join(_masked(p) for p in (err.context, err.problem) if p) or type(err).__name__
+        mark = err.problem_mark or err.context_mark
+        start = (err.context_mark.line, err.context_mark.column) if err.context_mark and err.problem_mark else None
+        return _syntax_problem(source, "YAML", text, description, mark.line if mark else None,
+                               mark.column if mark else None, start)
+    return _syntax_problem(source, "YAML", text, type(err).__name__)
+
+
 def parse_text(text, source="config"):
-    """Parse YAML (when PyYAML is there) or JSON text into a dict; ConfigError otherwise."""
+    """Parse YAML (when PyYAML is there) or JSON text into a dict; ConfigError otherwise (its problem gives the
+    line and column of a syntax error, never the text there)."""
     if yaml is not None:
         try:
             doc = yaml.safe_load(text)
         except yaml.YAMLError as err:
-            raise ConfigError(["{}: not valid YAML: {}".format(source, str(err).replace("\n", " "))]) from None
+            raise ConfigError([_yaml_problem(source, text, err)]) from None
+        except (ValueError, OverflowError, RecursionError) as err:   # e.g. a timestamp out of range
+            raise ConfigError([_syntax_problem(source, "YAML", text, f"a value cannot be read ({type(err).__name__})")
+                               ]) from None
     else:
         try:
             doc = json.loads(text) if text.strip() else {}
-        except ValueError as err:
-            raise ConfigError([f"{source}: not valid JSON (PyYAML is not installed): {err}"]) from None
+        except json.JSONDecodeError as err:
+            raise ConfigError([_syntax_problem(source, "JSON (PyYAML is not installed)", text,
+                                               re.sub(r"[\s:]+at:?$", "", err.msg), err.lineno - 1,
+                                               err.colno - 1)]) from None
+        except (ValueError, RecursionError) as err:
+            raise ConfigError([_syntax_problem(source, "JSON (PyYAML is not installed)", text,
+                                               type(err).__name__)]) from None
     if doc is None:
         doc = {}
     if not isinstance(doc, dict):
         raise ConfigError([f"{source}: must be a mapping of sections (server, minio, comfyui, ...)"])
     return doc
+
+
+def _shown_key(key):
+    """An unknown key as shown in its problem: as written when it looks like a key name (lowercase, digits and
+    underscores; 16 characters or more only with an underscore, unlike a hex token), else masked: it may be a
+    secret pasted where a key belongs (``api_token tok-...:``)."""
+    section, dot, name = key.partition(".")
+    if not (dot and section in SECTIONS):
+        section, dot, name = "", "", key
+    if re.match(r"^[a-z][a-z0-9_]{0,39}$", name) and (len(name) < 16 or "_" in name):
+        return key
+    return f"{section}{dot}<a key that is not a key name, not shown>"
 
 
 def _flatten(doc, problems):
@@ -245,7 +344,7 @@ def check(doc, path=None):
     flat = _flatten(doc, problems)
     values = {}
     for key in sorted(set(flat) - set(SPEC)):
-        problems.append(f"{key}: unknown key")
+        problems.append(f"{_shown_key(key)}: unknown key")
     for key, (kind, default, validator) in SPEC.items():
         if key not in flat or flat[key] is None:
             value = copy.deepcopy(default)
@@ -286,4 +385,6 @@ def load(path=DEFAULT_PATH):
             text = f.read()
     except OSError as err:
         raise ConfigError([f"{path}: cannot read: {err.strerror or err}"]) from None
+    except UnicodeDecodeError as err:
+        raise ConfigError([f"{path}: is not UTF-8 text (byte {err.start + 1} of the file)"]) from None
     return check(parse_text(text, path), path)

@@ -8,6 +8,15 @@ The file holds ``KEY=VALUE`` lines; blank lines and ``#`` comments are ignored, 
 Variables exported in the environment (``MINIO_BUCKET_LORAS=other sync-loras``) override the file.
 The path of the file is ``$VISIONSUIT_MINIO_ENV`` when set.
 
+Quoting (:func:`quote_env_value`, the filter ``visionsuit.gpuworker.env_quote`` of the template that writes the
+file): every value is written in double quotes, with ``\\``, ``"``, ``$`` and backtick escaped by a backslash.
+Three readers then see exactly the value given: this parser, systemd's ``EnvironmentFile=`` (a unit may load the
+file; in double quotes a backslash keeps any of these four characters and nothing else, see systemd.exec(5)) and
+a POSIX shell's ``.`` (the same double-quote rule). Single quotes would not do: systemd has no ``'\\''`` idiom.
+Values holding a line break, NUL, U+FEFF or a Unicode noncharacter cannot be written (systemd refuses them).
+
+Errors name the file, the line and the variable, never the text of a line: any line may hold the secret key.
+
 Variables:
 
 =========================== ============================================================================
@@ -51,7 +60,13 @@ VARIABLES = (
     "MINIO_CHECKPOINTS_PREFIX", "MINIO_LORAS_PREFIX", "MINIO_OUTPUTS_PREFIX",
 )
 REQUIRED = ("MINIO_ENDPOINT", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY")
-_LINE = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$")
+_LINE = re.compile(r"^(?:export[ \t]+)?([A-Za-z_][A-Za-z0-9_]*)[ \t]*=(.*)$")
+_LEADING_NAME = re.compile(r"^(?:export[ \t]+)?([A-Za-z_][A-Za-z0-9_]*)")
+# Line breaks of systemd's env-file parser (and of the shell, for \n); Python's splitlines() would also break
+# a value at U+0085, U+2028, form feed and others, which the other readers keep.
+_NEWLINE = re.compile(r"\r\n|\r|\n")
+_BLANKS = " \t"
+_DOUBLE_QUOTE_ESCAPES = '\\"$`'   # inside "...": a backslash keeps one of these (POSIX shell, systemd)
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 
@@ -65,47 +80,108 @@ def env_file_path(path=None, environ=None):
     return path or environ.get(ENV_FILE_VARIABLE) or DEFAULT_ENV_FILE
 
 
-def _unquote(raw, path, lineno):
-    value = raw.strip()
-    if value[:1] in ("'", '"'):
-        quote_char = value[0]
-        end = value.find(quote_char, 1)
-        if end < 0:
-            raise _config_error("%s line %d: unterminated %s quote" % (path, lineno, quote_char),
-                                hint="close the quote or remove it")
-        inner = value[1:end]
-        rest = value[end + 1:].strip()
-        if rest and not rest.startswith("#"):
-            raise _config_error("%s line %d: unexpected text after the quoted value" % (path, lineno),
-                                hint="put one KEY=VALUE per line")
-        if quote_char == '"':
-            inner = inner.replace('\\"', '"').replace("\\\\", "\\")
-        return inner
-    # unquoted: an inline comment starts at " #"
-    hash_pos = value.find(" #")
-    if hash_pos >= 0:
-        value = value[:hash_pos]
-    return value.strip()
+def _unwritable(text):
+    """What keeps ``text`` out of an env file (a phrase), or None."""
+    for char in text:
+        code = ord(char)
+        if char in "\r\n":
+            return "a line break"
+        if code == 0:
+            return "a NUL character"
+        if code == 0xFEFF:
+            return "a byte order mark (U+FEFF)"
+        if 0xD800 <= code <= 0xDFFF:
+            return "a lone surrogate (not UTF-8)"
+        if 0xFDD0 <= code <= 0xFDEF or (code & 0xFFFE) == 0xFFFE:
+            return "a Unicode noncharacter"
+    return None
+
+
+def quote_env_value(value, name="value"):
+    """``value`` as the right-hand side of a ``KEY=VALUE`` line of ``minio.env``: in double quotes, with
+    backslash, double quote, ``$`` and backtick escaped by a backslash. :func:`parse_env_text`, systemd's
+    ``EnvironmentFile=`` and a POSIX shell's ``.`` all read it back as ``value`` (None is written as ``""``).
+
+    GpuWorkerError (naming ``name``, never the value) when the value holds a line break, NUL, U+FEFF or a
+    Unicode noncharacter, which one of the readers cannot take.
+    """
+    text = "" if value is None else value if isinstance(value, str) else str(value)
+    why = _unwritable(text)
+    if why:
+        raise GpuWorkerError("%s cannot be written to an environment file: it contains %s" % (name, why),
+                             field=name, hint="the value is not shown; remove that character from it")
+    return '"%s"' % "".join("\\" + c if c in _DOUBLE_QUOTE_ESCAPES else c for c in text)
+
+
+def _shown_name(name):
+    """A variable name fit for a message: one of :data:`VARIABLES`, else None (the text at the start of a
+    malformed line may be the start of a secret)."""
+    return name if name in VARIABLES else None
+
+
+def _where(path, lineno, name):
+    return "%s line %d%s" % (path, lineno, " (%s)" % name if name else "")
+
+
+def _unquote(raw, path, lineno, name=None):
+    """The value of one line. Quoted values follow the shell: '...' is literal, in "..." a backslash keeps one of
+    ``\\ " $ `` ` (and is kept itself before any other character); text after the closing quote may only be a
+    ``#`` comment. Unquoted values are stripped and end at `` #``. Errors never quote the line."""
+    shown = _shown_name(name)
+    value = raw.strip(_BLANKS)
+    quote_char = value[:1]
+    if quote_char not in ("'", '"'):
+        # unquoted: an inline comment starts at " #"
+        hash_pos = value.find(" #")
+        if hash_pos >= 0:
+            value = value[:hash_pos]
+        return value.strip(_BLANKS)
+    chars = []
+    pos = 1
+    while True:
+        if pos >= len(value):
+            raise _config_error("%s: unterminated %s quote" % (_where(path, lineno, shown), quote_char),
+                                field=shown, hint="close the quote on the same line; the line is not shown as "
+                                                  "it may hold a secret")
+        char = value[pos]
+        if char == quote_char:
+            break
+        if quote_char == '"' and char == "\\" and pos + 1 < len(value) and value[pos + 1] in _DOUBLE_QUOTE_ESCAPES:
+            pos += 1
+            char = value[pos]
+        chars.append(char)
+        pos += 1
+    rest = value[pos + 1:].strip(_BLANKS)
+    if rest and not rest.startswith("#"):
+        raise _config_error("%s: unexpected text after the quoted value" % _where(path, lineno, shown),
+                            field=shown, hint="put one KEY=VALUE per line and the whole value in the quotes; "
+                                              "the line is not shown as it may hold a secret")
+    return "".join(chars)
+
+
+def _not_an_assignment(path, lineno, line):
+    leading = _LEADING_NAME.match(line)
+    name = _shown_name(leading.group(1)) if leading else None
+    if name:
+        return _config_error("%s line %d is not KEY=VALUE: %s is not followed by '='" % (path, lineno, name),
+                             field=name, hint="write %s=VALUE; the line is not shown as it may hold a secret" % name)
+    return _config_error("%s line %d is not KEY=VALUE" % (path, lineno),
+                         hint="write one KEY=VALUE per line, # starts a comment; the line is not shown as it may "
+                              "hold a secret")
 
 
 def parse_env_text(text, path="<text>"):
-    """Parse ``KEY=VALUE`` lines into a dict (later lines win)."""
+    """Parse ``KEY=VALUE`` lines into a dict (later lines win); errors name the line and variable, never a value."""
     values = {}
-    for lineno, line in enumerate(text.splitlines(), 1):
-        stripped = line.strip()
+    for lineno, line in enumerate(_NEWLINE.split(text), 1):
+        stripped = line.strip(_BLANKS)
         if not stripped or stripped.startswith("#"):
             continue
         match = _LINE.match(stripped)
         if not match:
-            raise _config_error("%s line %d is not KEY=VALUE: %r" % (path, lineno, _redact(stripped)),
-                                hint="write one KEY=VALUE per line, # starts a comment")
-        values[match.group(1)] = _unquote(match.group(2), path, lineno)
+            raise _not_an_assignment(path, lineno, stripped)
+        values[match.group(1)] = _unquote(match.group(2), path, lineno, match.group(1))
     return values
-
-
-def _redact(line):
-    name = line.split("=", 1)[0]
-    return name + "=..." if "=" in line else (line[:40] + "..." if len(line) > 40 else line)
 
 
 def read_env_file(path):
@@ -133,20 +209,36 @@ def read_env_file(path):
     return parse_env_text(text, path)
 
 
+def _single_token(value):
+    """True when ``value`` has no whitespace or control character: a value that cannot have run into the next
+    assignment of its line (``MINIO_CA_BUNDLE=/x MINIO_SECRET_KEY=...``), so that a message may show it."""
+    return not any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in str(value))
+
+
 def parse_bool(value, name):
     text = str(value).strip().lower()
     if text in _TRUE:
         return True
     if text in _FALSE:
         return False
-    raise _config_error("%s must be true or false, not %r" % (name, value), field=name)
+    raise _config_error("%s must be true or false (also yes/no, on/off, 1/0)" % name, field=name,
+                        hint="the value given is not shown: its line may hold more than the flag")
 
 
 def parse_endpoint(endpoint, secure=None, name="MINIO_ENDPOINT"):
     """Normalise an endpoint to ``(url, secure)`` by the rule of :mod:`.endpoint`; a bare ``host:port`` uses
     ``secure`` (default http), and ``secure`` must not contradict an explicit scheme."""
-    parsed = _parse_url(endpoint, field=name, hint="use e.g. %s=http://192.168.1.10:9000" % name,
-                        default_scheme="https" if secure else "http", exit_code=CONFIG_EXIT_CODE)
+    hint = "use e.g. %s=http://192.168.1.10:9000" % name
+    try:
+        parsed = _parse_url(endpoint, field=name, hint=hint, default_scheme="https" if secure else "http",
+                            exit_code=CONFIG_EXIT_CODE)
+    except GpuWorkerError as err:
+        if _single_token(endpoint):
+            raise
+        # whitespace: the line may run into another assignment (the secret key's), so its text is not shown
+        raise GpuWorkerError("%s %s (the value is not shown: it may hold more than the URL)" % (
+            name, err.details.get("reason")), field=name, hint=hint, exit_code=CONFIG_EXIT_CODE,
+            details=err.details) from None
     if secure is not None and secure != parsed.secure:
         raise _config_error("MINIO_SECURE=%s contradicts the %s scheme of %s" % (
             "true" if secure else "false", parsed.scheme, name), field="MINIO_SECURE",
@@ -173,7 +265,8 @@ class MinioSettings:
         self.region = self.values.get("MINIO_REGION") or DEFAULT_REGION
         self.ca_bundle = self.values.get("MINIO_CA_BUNDLE") or None
         if self.ca_bundle and not os.path.isfile(self.ca_bundle):
-            raise _config_error("MINIO_CA_BUNDLE %s does not exist" % self.ca_bundle, field="MINIO_CA_BUNDLE",
+            shown = self.ca_bundle if _single_token(self.ca_bundle) else "(a value with whitespace, not shown)"
+            raise _config_error("MINIO_CA_BUNDLE %s does not exist" % shown, field="MINIO_CA_BUNDLE",
                                 hint="point it at the PEM file of the CA that signed the MinIO certificate")
 
     def __repr__(self):
