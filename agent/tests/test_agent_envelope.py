@@ -31,7 +31,7 @@ VALID = {
 
 INVALID = [
     ({"parameters": {"prompt": "x"}}, ["base_models: is required"]),
-    (dict(VALID, base_models=[]), ["base_models: needs at least 1"]),
+    (dict(VALID, base_models=[{"key": "k%d" % i} for i in range(9)]), ["base_models: allows at most 8"]),
     (dict(VALID, base_models=[{"key": "../etc/passwd"}]), ["base_models[0].key"]),
     (dict(VALID, base_models=[{"key": "/abs"}]), ["base_models[0].key"]),
     (dict(VALID, base_models=[{"key": "a//b"}]), ["base_models[0].key"]),
@@ -172,7 +172,8 @@ def test_filename_prefix_of_every_output_node_is_redirected():
     ("evil\x00na\x1bme\n.safetensors", "lora", "evilname.safetensors"),
     (".hidden.safetensors", "lora", "hidden.safetensors"),
     ("  spaced .safetensors ", "lora", "spaced.safetensors"),
-    ("x" * 300 + ".safetensors", "lora", "x" * 188 + ".safetensors"),
+    ("x" * 300 + ".safetensors", "lora", "x" * 225 + ".safetensors"),       # 237 bytes (staging.MAX_NAME_BYTES)
+    ("模" * 300, "lora", "模" * 75 + ".safetensors"),                        # 225 + 12 bytes, whole characters
 ])
 def test_comfy_name_rules(original, kind, expected):
     assert comfy_name(original, kind) == expected

@@ -638,3 +638,108 @@ def test_https_when_cert_and_key_are_configured(env, tmp_path):
         conn.close()
     with pytest.raises((ConnectionError, http.client.HTTPException, OSError)):
         http_request(agent.port, "GET", "/healthz", token=None)   # plain HTTP is not served
+
+
+# ---------------------------------------------------------------------------------------------- one agent per state dir
+def _run_second(config_path):
+    """Start another agent on ``config_path`` and wait for it to exit (it must not stay up)."""
+    return subprocess.run([sys.executable, "-m", "visionsuit_gpu_agent", "--config", str(config_path)],
+                          env=dict(os.environ), capture_output=True, text=True, timeout=60)
+
+
+def _db_rows(state_dir):
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{state_dir}/jobs.sqlite3?mode=ro", uri=True, timeout=10)
+    try:
+        jobs = []
+        for job_id, state, attempts, doc in db.execute("SELECT id, state, attempts, doc FROM jobs ORDER BY seq"):
+            doc = json.loads(doc)
+            jobs.append((job_id, state, attempts, doc.get("notes"), doc.get("error")))
+        surfaced = db.execute("SELECT path, job_id, persistent FROM surfaced ORDER BY path").fetchall()
+        return jobs, surfaced
+    finally:
+        db.close()
+
+
+def _one_line(stderr):
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert "Traceback" not in stderr, stderr
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def test_second_agent_on_the_same_config_changes_nothing(env, tmp_path):
+    cfg = agent_config(tmp_path, env.minio, env.bucket, env.comfy)
+    port = cfg["server"]["port"] = _free_port()
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    state_dir = cfg["state_dir"]
+    loras_dir = Path(env.comfy.base_dir) / "models" / "loras"
+    env.comfy.control(delay=4.0)   # each node takes 4 s: r0 stays in ComfyUI while the second agent tries
+    proc = _spawn(path)
+    try:
+        for i in range(2):
+            assert http_request(port, "POST", "/jobs", envelope(f"s{i}"))[0] == 202
+        deadline = time.monotonic() + 30
+        while http_request(port, "GET", "/jobs/s0")[2]["prompt_id"] is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        running = http_request(port, "GET", "/jobs/s0")[2]
+        assert running["state"] == "rendering" and running["prompt_id"], running
+        links = sorted(p.name for p in loras_dir.iterdir())
+        assert links == ["style.safetensors"]
+        before = _db_rows(state_dir)
+        assert [row[:3] for row in before[0]] == [("s0", "rendering", 1), ("s1", "queued", 0)]
+
+        second = _run_second(path)
+        assert second.returncode == 1, second.stderr
+        line = _one_line(second.stderr)
+        assert f"another agent holds {state_dir}" in line, line
+
+        other = dict(cfg, state_dir=str(tmp_path / "other-state"))
+        other_path = tmp_path / "other.json"
+        other_path.write_text(json.dumps(other))
+        third = _run_second(other_path)
+        assert third.returncode == 1, third.stderr
+        line = _one_line(third.stderr)
+        assert f"port {port} is in use" in line, line
+        assert not (tmp_path / "other-state" / "jobs.sqlite3").exists()   # bound (or failed) before any state
+
+        # the running agent's state is untouched: job rows, recorded links, the LoRA link itself
+        assert _db_rows(state_dir) == before
+        assert sorted(p.name for p in loras_dir.iterdir()) == links
+        assert http_request(port, "GET", "/jobs/s0")[2]["state"] == "rendering"
+        env.comfy.control(delay=0)
+        docs = [wait_job(port, f"s{i}", 60) for i in range(2)]
+        assert [(d["state"], d["attempts"], d["notes"]) for d in docs] == [("done", 1, []), ("done", 1, [])], docs
+    finally:
+        env.comfy.control(delay=0)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            assert proc.wait(30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
+# ---------------------------------------------------------------------------------------------- model-free job
+def test_model_free_job_stages_and_links_nothing(env, s3):
+    agent = env()
+    wf = {"1": {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 32, "batch_size": 1, "color": 255}},
+          "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "plain"}}}
+    status, _, doc = agent.post_job({"job_id": "nomodel", "base_models": [], "workflow": {"inline": wf},
+                                     "parameters": {"prompt": "unused"}})
+    assert status == 202, doc
+    done = agent.wait("nomodel")
+    assert done["state"] == "done", done
+    assert done["assets"] == [] and done["error"] is None
+    keys = list_keys(s3, env.bucket, "out/nomodel/")
+    assert keys and keys == sorted(done["output_keys"])
+    models = Path(env.comfy.base_dir) / "models"
+    for sub in ("checkpoints", "loras"):
+        folder = models / sub
+        assert not folder.exists() or list(folder.iterdir()) == [], sub
+    cache = Path(agent.cfg["state_dir"]) / "cache"
+    assert [p for p in cache.rglob("*") if p.is_file()] == []
+    assert agent.agent.s3.stats.get("GetObject", 0) == 0 and agent.agent.s3.stats.get("HeadObject", 0) == 0
+    assert agent.agent.store.surfaced() == []

@@ -7,16 +7,26 @@ runs (every default resolved, so a job re-run after a restart does not depend on
 The validator implements the part of JSON Schema 2020-12 the schema uses (type, properties, required,
 additionalProperties, items, min/maxItems, min/maxProperties, minimum, maximum, exclusiveMinimum,
 multipleOf, min/maxLength, pattern, enum, oneOf, local ``$ref``), with the standard library only.
+
+Before the schema, :func:`validate` walks the envelope once without recursion and refuses what JSON Schema
+does not express: nesting deeper than :data:`MAX_DEPTH` levels (so nothing later recurses without bound) and
+non-finite numbers (``NaN``, ``Infinity``, ``-Infinity`` or ``1e999``, which Python's JSON parser accepts) in
+any field, each problem naming the field.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import secrets
 import uuid
 
-from .workflow import WorkflowError, check_placeholders, load_template, template_names
+from .workflow import WorkflowError, check_placeholders, load_template, placeholders, template_names
+
+#: How deep an envelope may nest (objects and lists). An API-format workflow needs about 6 levels
+#: (envelope > workflow > inline > node > inputs > value); deeper bodies are refused with a 400.
+MAX_DEPTH = 64
 
 SCHEMA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "envelope.schema.json")
 _SCHEMA = None
@@ -60,12 +70,57 @@ def _resolve(node, root):
     return node
 
 
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9_:\-]{1,64}$")   # field names, node ids ("12", "12:5")
+
+
+def _name(name):
+    """A field name fit for a one-line problem: plain names as they are, others quoted (and cut)."""
+    name = str(name)
+    if _PLAIN_NAME.match(name):
+        return name
+    quoted = json.dumps(name)
+    return quoted if len(quoted) <= 66 else quoted[:62] + '..."'
+
+
 def _join(path, name):
-    return f"{path}.{name}" if path else str(name)
+    return f"{path}.{_name(name)}" if path else _name(name)
+
+
+def _non_finite(value):
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+def scan(value):
+    """Problems of nesting deeper than :data:`MAX_DEPTH` and of non-finite numbers, without recursion.
+
+    Returns ``(problems, too_deep)``; a too-deep value is reported once, and not walked further.
+    """
+    problems = []
+    stack = [(value, "", 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        if _non_finite(item):
+            problems.append("{}: must be a finite number (got {}; JSON has no NaN or Infinity)".format(
+                path or "envelope", _short(item)))
+        elif isinstance(item, (dict, list)):
+            if depth >= MAX_DEPTH:
+                return ["{}: nested too deeply (more than {} levels of objects and lists)".format(
+                    path or "envelope", MAX_DEPTH)], True
+            if isinstance(item, dict):
+                children = [(v, _join(path, k)) for k, v in item.items()]
+            else:
+                children = [(v, "{}[{}]".format(path or "envelope", i)) for i, v in enumerate(item)]
+            stack.extend((v, p, depth + 1) for v, p in reversed(children))
+    return problems, False
 
 
 def check_schema(value, node, root, path, problems):
-    """Append ``field: message`` problems of ``value`` against the schema ``node``."""
+    """Append ``field: message`` problems of ``value`` against the schema ``node``.
+
+    Non-finite numbers are left to :func:`scan` (one problem per field, whatever the schema says).
+    """
+    if _non_finite(value):
+        return
     node = _resolve(node, root)
     where = path or "envelope"
     kind = node.get("type")
@@ -131,40 +186,69 @@ def check_schema(value, node, root, path, problems):
 
 def validate(envelope, max_template_check=True):
     """All problems of a parsed envelope (empty list: valid)."""
-    problems = []
+    problems, too_deep = scan(envelope)
+    if too_deep:
+        return problems
     check_schema(envelope, schema(), schema(), "", problems)
     if problems or not isinstance(envelope, dict):
         return problems
     wf = envelope.get("workflow") or {}
     n_ckpt, n_lora = len(envelope["base_models"]), len(envelope.get("loras") or [])
+    if not n_ckpt and "workflow" not in envelope:
+        problems.append("workflow: is required when base_models is empty (a model-free job names its workflow; "
+                        "the default template renders from a base model)")
     if "template" in wf:
         if wf["template"] not in template_names():
             problems.append("workflow.template: unknown template {!r} (shipped: {})".format(
                 wf["template"], ", ".join(template_names())))
         elif max_template_check:
+            template = load_template(wf["template"])
             try:
-                check_placeholders(load_template(wf["template"]), n_ckpt, n_lora, field="workflow.template")
+                check_placeholders(template, n_ckpt, n_lora, field="workflow.template")
             except WorkflowError as err:
                 problems.append(f"{err.field}: {err}")
+            else:
+                problems.extend(_check_models(template, n_ckpt, n_lora, "workflow.template"))
     if "inline" in wf:
         problems.extend(_check_inline(wf["inline"], n_ckpt, n_lora))
+    return problems
+
+
+def _check_models(wf, n_ckpt, n_lora, field):
+    """What the envelope's models need from the workflow: ``{{checkpoint}}`` needs a base model (a model-free
+    workflow has ``base_models: []``), LoRAs need ``{{lora_<i>}}`` placeholders or a checkpoint loader to be
+    chained after (see :func:`.workflow.chain_loras`)."""
+    problems = []
+    used = placeholders(wf)
+    if not n_ckpt and "checkpoint" in used:
+        problems.append(f"{field}: uses {{{{checkpoint}}}} but base_models is empty (give the base model, or a "
+                        "workflow that needs none)")
+    if n_lora and not any(n.startswith("lora_") for n in used) and not any(
+            isinstance(node.get("inputs"), dict) and "ckpt_name" in node["inputs"] for node in wf.values()):
+        problems.append("loras: the workflow has no checkpoint loader (a node with a ckpt_name input) to chain the "
+                        "LoRAs after; use {{lora_<i>}} placeholders, or send no loras")
     return problems
 
 
 def _check_inline(inline, n_ckpt, n_lora):
     problems = []
     for node_id, node in inline.items():
+        where = _join("workflow.inline", node_id)
         if not isinstance(node, dict) or not isinstance(node.get("class_type"), str):
-            problems.append(f"workflow.inline.{node_id}: not an API-format node (needs class_type and inputs); export "
+            problems.append(f"{where}: not an API-format node (needs class_type and inputs); export "
                             "the workflow with 'Save (API Format)'")
         elif not isinstance(node.get("inputs", {}), dict):
-            problems.append(f"workflow.inline.{node_id}.inputs: must be an object")
+            problems.append(f"{where}.inputs: must be an object")
+        elif node_id.isdigit() and not node_id.isascii():   # "²": a digit to str.isdigit, not to int()
+            problems.append(f"{where}: a numeric node id must use the digits 0-9")
     if problems:
         return problems
     try:
         check_placeholders(inline, n_ckpt, n_lora, field="workflow.inline")
     except WorkflowError as err:
         problems.append(f"{err.field}: {err}")
+    else:
+        problems.extend(_check_models(inline, n_ckpt, n_lora, "workflow.inline"))
     if not any(isinstance(n.get("inputs"), dict) and "filename_prefix" in n["inputs"] for n in inline.values()):
         problems.append("workflow.inline: has no output node (a node with a filename_prefix input such as "
                         "SaveImage), so the job would produce nothing to upload")
@@ -216,7 +300,13 @@ def parse_body(body):
         return None, ["body: not UTF-8 text"]
     if not text.strip():
         return None, ["body: empty; send the dispatch envelope as JSON"]
+    too_deep = [f"body: JSON nested too deeply (more than {MAX_DEPTH} levels of objects and lists)"]
     try:
-        return json.loads(text), []
+        value = json.loads(text)
+    except RecursionError:
+        return None, too_deep
     except ValueError as err:
         return None, [f"body: not valid JSON ({err})"]
+    if scan(value)[1]:
+        return None, too_deep
+    return value, []

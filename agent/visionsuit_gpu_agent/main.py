@@ -7,11 +7,18 @@ Serving: the HTTP server runs in the main thread's care, the worker, callback an
 SIGTERM/SIGINT stop taking jobs, wait up to ``jobs.shutdown_grace`` seconds for the running job and exit 0;
 a job cut short is run again at the next start (see :mod:`.jobs`). If a worker thread dies the supervisor
 exits 1 so that systemd restarts the agent.
+
+One agent per state dir: before it touches any state (recovery, clean-up of ComfyUI's folders, the job
+database) the supervisor takes an exclusive lock on ``<state_dir>/agent.lock`` (``flock``, held for the life
+of the process) and binds its port. A second agent started on the same state dir or port exits 1 with one
+line ("another agent holds <state dir>", "port 8081 is in use") and changes nothing.
 """
 from __future__ import annotations
 
 import argparse
+import fcntl
 import logging
+import os
 import signal
 import sys
 import threading
@@ -20,6 +27,37 @@ from . import __version__
 from .config import DEFAULT_PATH, ConfigError, load
 
 log = logging.getLogger("visionsuit_gpu_agent")
+LOCK_NAME = "agent.lock"
+
+
+class StartupError(Exception):
+    """The agent cannot start; the message is one line for the operator (no traceback)."""
+
+
+def lock_state_dir(state_dir):
+    """Take the exclusive lock of the state dir; returns the file descriptor to hold (closing it releases)."""
+    path = os.path.join(state_dir, LOCK_NAME)
+    try:
+        os.makedirs(state_dir, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except OSError as err:
+        raise StartupError(f"cannot use the state dir {state_dir}: {err.strerror or err}") from err
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as err:
+        try:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip()
+        except OSError:
+            holder = ""
+        os.close(fd)
+        raise StartupError("another agent holds {}{}".format(
+            state_dir, f" (pid {holder})" if holder.isdigit() else "")) from err
+    except OSError as err:
+        os.close(fd)
+        raise StartupError(f"cannot lock {path}: {err.strerror or err}") from err
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+    return fd
 
 
 def build_parser():
@@ -46,14 +84,34 @@ def check_config(path, out=sys.stdout, err=sys.stderr):
 
 
 def serve(cfg, ready=None, stop_event=None):
-    """Run the agent until ``stop_event`` is set (or a signal arrives). Returns the exit status."""
-    from .server import make_server
+    """Run the agent until ``stop_event`` is set (or a signal arrives). Returns the exit status.
+
+    Raises :class:`StartupError` when another agent holds the state dir or the port is taken; nothing has
+    been changed then.
+    """
+    from .server import ListenError, make_server
+
+    lock_fd = lock_state_dir(cfg["state_dir"])
+    try:
+        try:
+            httpd = make_server(None, cfg=cfg)
+        except ListenError as err:
+            raise StartupError(str(err)) from err
+        try:
+            return _serve(cfg, httpd, ready, stop_event)
+        finally:
+            httpd.server_close()
+    finally:
+        os.close(lock_fd)
+
+
+def _serve(cfg, httpd, ready, stop_event):
     from .worker import Agent
 
     # Many short request threads: switching the GIL more often keeps /healthz latency low under load.
     sys.setswitchinterval(0.001)
     agent = Agent(cfg).start()
-    httpd = make_server(agent)
+    httpd.agent = agent
     stop_event = stop_event or threading.Event()
     t = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="agent-http", daemon=True)
     t.start()
@@ -97,7 +155,11 @@ def main(argv=None):
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    return serve(cfg, stop_event=stop)
+    try:
+        return serve(cfg, stop_event=stop)
+    except StartupError as exc:
+        log.error("%s", exc)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The HTTP(S) front: ``http.server.ThreadingHTTPServer`` with a request handler that delegates to :mod:`.handler`."""
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import ssl
@@ -10,6 +11,10 @@ from . import __version__
 from .handler import check_head, error, handle, header
 
 log = logging.getLogger("visionsuit_gpu_agent.http")
+
+
+class ListenError(Exception):
+    """The server cannot be set up (port in use, bad TLS files); the message is one line for the operator."""
 
 
 class BodyTooLarge(Exception):
@@ -153,11 +158,23 @@ def make_ssl_context(cert, key):
     return ctx
 
 
-def make_server(agent, host=None, port=None):
-    cfg = agent.cfg
+def make_server(agent, host=None, port=None, cfg=None):
+    """Bind and listen. ``agent`` may be None (set ``server.agent`` before serving), so that the supervisor
+    binds the port before it touches any state; raises :class:`ListenError`."""
+    cfg = agent.cfg if cfg is None else cfg
     ctx = None
     if cfg["server.tls_cert"]:
-        ctx = make_ssl_context(cfg["server.tls_cert"], cfg["server.tls_key"])
+        try:
+            ctx = make_ssl_context(cfg["server.tls_cert"], cfg["server.tls_key"])
+        except (OSError, ValueError) as err:
+            raise ListenError("cannot load server.tls_cert / server.tls_key: {}".format(
+                getattr(err, "strerror", None) or err)) from err
     host = cfg["server.listen"] if host is None else host
     port = cfg["server.port"] if port is None else port
-    return AgentHTTPServer((host, port), agent, ctx, cfg["server.threads_timeout"])
+    try:
+        return AgentHTTPServer((host, port), agent, ctx, cfg["server.threads_timeout"])
+    except OSError as err:
+        if err.errno == errno.EADDRINUSE:
+            raise ListenError(f"port {port} is in use (server.listen {host}): another agent or program listens "
+                              "there") from err
+        raise ListenError(f"cannot listen on {host}:{port}: {err.strerror or err}") from err

@@ -30,8 +30,14 @@ from visionsuit_gpuworker.s3.upload import ORIGINAL_FILENAME
 MODEL_EXTENSIONS = (".safetensors", ".sft", ".ckpt", ".pt", ".pt2", ".bin", ".pth")
 DEFAULT_NAMES = {"lora": "LoraModel.safetensors", "checkpoint": "BaseModel.safetensors"}
 METADATA_KEY = ORIGINAL_FILENAME
-MAX_NAME = 200
 COPY_SUFFIX = ".vs-agent-tmp"
+#: Names tried for one asset: ``name``, ``name_2`` ... ``name_999`` (the longest suffix is ``_999``).
+MAX_TRIES = 1000
+#: File systems allow 255 bytes per file name (ext4, xfs, btrfs, tmpfs; NAME_MAX). A ComfyUI name is cut to
+#: 255 - 14 (the copy temp ``.<name>.vs-agent-tmp``) - 4 (the collision suffix ``_999``) = 237 bytes of UTF-8,
+#: so every file the agent creates for it fits.
+NAME_MAX_BYTES = 255
+MAX_NAME_BYTES = NAME_MAX_BYTES - len("." + COPY_SUFFIX) - len(f"_{MAX_TRIES - 1}")
 
 
 def comfy_name(original, kind):
@@ -39,9 +45,9 @@ def comfy_name(original, kind):
 
     Rules: only the last path component counts (``/`` and ``\\`` are separators); control and format
     characters are dropped; leading dots and surrounding spaces are removed (no hidden files, no ``..``);
-    the name is cut to 200 characters keeping the extension; a name without a model extension gets
-    ``.safetensors``; nothing left (or no metadata) gives ``LoraModel.safetensors`` for LoRAs and
-    ``BaseModel.safetensors`` for base models.
+    a name without a model extension gets ``.safetensors``; the name is cut to :data:`MAX_NAME_BYTES` (237)
+    bytes of UTF-8, keeping the extension and whole characters; nothing left (or no metadata) gives
+    ``LoraModel.safetensors`` for LoRAs and ``BaseModel.safetensors`` for base models.
     """
     name = original or ""
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
@@ -52,8 +58,25 @@ def comfy_name(original, kind):
     stem, ext = os.path.splitext(name)
     if ext.lower() not in MODEL_EXTENSIONS:
         stem, ext = name, ".safetensors"
+    room = MAX_NAME_BYTES - len(ext.encode("utf-8"))
+    stem = stem.encode("utf-8")[:room].decode("utf-8", "ignore")  # a character cut in two is dropped
     stem = stem.rstrip(" .") or DEFAULT_NAMES[kind].rsplit(".", 1)[0]
-    return stem[:MAX_NAME - len(ext)] + ext
+    return stem + ext
+
+
+def _os_hint(err, folder, permissions):
+    """How to fix an OSError met while writing into ``folder`` (the hint fits the error)."""
+    code = err.errno
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return f"check free space of {folder}"
+    if code == errno.ENAMETOOLONG:
+        return (f"the file name or path is too long for the file system of {folder} (most allow "
+                f"{NAME_MAX_BYTES} bytes of UTF-8 per name)")
+    if code == errno.EROFS:
+        return f"{folder} is on a read-only file system"
+    if code in (errno.EACCES, errno.EPERM):
+        return permissions
+    return f"check free space of {folder}; {permissions}"
 
 
 def suffixed(name, n):
@@ -99,7 +122,8 @@ class Stager:
         except OSError as err:
             self._drop_partial(folder, base)
             raise StagingError(f"cannot download '{key}' from bucket '{bucket}': {err.strerror or err}",
-                               hint=f"check free space and permissions of {self.cache_dir}") from err
+                               hint=_os_hint(err, self.cache_dir, f"check the permissions of {self.cache_dir}")
+                               ) from err
         path = os.path.join(folder, base)
         if result["files"] + result["skipped"] < 1 or not os.path.isfile(path):
             raise StagingError(f"object '{key}' in bucket '{bucket}' disappeared while it was being staged")
@@ -168,7 +192,7 @@ class Stager:
             taken.add(name)
             return name, False
         wanted = comfy_name(fetched["original"], asset["kind"])
-        for n in range(1, 1000):
+        for n in range(1, MAX_TRIES):
             name = wanted if n == 1 else suffixed(wanted, n)
             if name in taken:
                 continue
@@ -183,8 +207,8 @@ class Stager:
             except OSError as err:
                 self.store.remove_surfaced(dest)
                 raise StagingError(f"cannot put {name} into {folder}: {err.strerror or err}",
-                                   hint="check free space and that the agent may write to ComfyUI's model "
-                                        "folders (group comfyui)") from err
+                                   hint=_os_hint(err, folder, "check that the agent may write to ComfyUI's model "
+                                                              "folders (group comfyui)")) from err
             if not created:
                 self.store.remove_surfaced(dest)
                 continue
