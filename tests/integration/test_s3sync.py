@@ -1,7 +1,8 @@
 """The sync engine against a real MinIO: listing-only re-syncs, verification, resume, safety, failures.
 
 ``ByteProxy`` (also used by test_node_cli.py) is a TCP proxy on 127.0.0.1 in front of MinIO that counts the
-bytes and request lines going through it, can slow the server->client stream down and rewrite bytes in it.
+bytes and request lines going through it, can slow the server->client stream down, rewrite bytes in it and lose
+the reply to chosen requests (the server carries the request out, the client sees the connection drop).
 """
 from __future__ import annotations
 
@@ -37,12 +38,18 @@ _REQ = re.compile(rb"(GET|PUT|HEAD|POST|DELETE) (/\S*) HTTP/1\.1\r\n")
 
 
 class ByteProxy:
-    """Forward 127.0.0.1:<port> to the MinIO port; count, throttle and rewrite the traffic."""
+    """Forward 127.0.0.1:<port> to the MinIO port; count, throttle and rewrite the traffic.
 
-    def __init__(self, target_port, rate=None, rewrite=None):
+    ``drop_reply(method, target)`` (called once per request line, under the lock): when true, the request is
+    forwarded but its reply is swallowed and the client's connection closed (a reply lost on the way back).
+    """
+
+    def __init__(self, target_port, rate=None, rewrite=None, drop_reply=None):
         self.target_port = target_port
         self.rate = rate  # bytes per second per connection, server -> client
         self.rewrite = rewrite or []
+        self.drop_reply = drop_reply
+        self.dropped = []  # (method, target) of the requests whose reply was lost
         self.down_bytes = 0
         self.requests = []
         self.lock = threading.Lock()
@@ -68,28 +75,39 @@ class ByteProxy:
                 client.close()
                 continue
             self.conns += [client, server]
-            threading.Thread(target=self._up, args=(client, server), daemon=True).start()
-            threading.Thread(target=self._down, args=(server, client), daemon=True).start()
+            lose = threading.Event()  # set: the reply now coming on this connection is to be lost
+            threading.Thread(target=self._up, args=(client, server, lose), daemon=True).start()
+            threading.Thread(target=self._down, args=(server, client, lose), daemon=True).start()
 
-    def _up(self, src, dst):
+    def _up(self, src, dst, lose=None):
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
                 with self.lock:
-                    self.requests += [(m.group(1).decode(), m.group(2).decode()) for m in _REQ.finditer(data)]
+                    seen = [(m.group(1).decode(), m.group(2).decode()) for m in _REQ.finditer(data)]
+                    self.requests += seen
+                    for req in seen:
+                        if self.drop_reply is not None and lose is not None and self.drop_reply(*req):
+                            self.dropped.append(req)
+                            lose.set()  # before forwarding: no byte of its reply can come earlier
                 dst.sendall(data)
         except OSError:
             pass
         finally:
             _close(dst)
 
-    def _down(self, src, dst):
+    def _down(self, src, dst, lose=None):
         try:
             while True:
                 data = src.recv(16 * KiB if self.rate else 65536)
                 if not data:
+                    break
+                if lose is not None and lose.is_set():
+                    src.settimeout(0.5)  # swallow the whole reply (until the server goes quiet), then hang up
+                    while src.recv(65536):
+                        pass
                     break
                 for old, new in self.rewrite:
                     data = data.replace(old, new)
@@ -821,3 +839,49 @@ def test_download_object_pinned_version_missing_object_and_corruption(s3, bucket
         download_object(client, bucket, "m.bin", str(path))
     assert e.value.exit_code == INTEGRITY_EXIT_CODE and "MD5" in str(e.value)
     assert os.listdir(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------------------------- lost replies
+def once(match):
+    """A ``drop_reply`` predicate true for the first request that ``match(method, target)`` accepts only."""
+    left = [1]
+
+    def predicate(method, target):
+        if left[0] and match(method, target):
+            left[0] -= 1
+            return True
+        return False
+
+    return predicate
+
+
+def is_complete(method, target):
+    return method == "POST" and "uploadId=" in target
+
+
+def test_upload_survives_a_lost_complete_multipart_reply(s3, bucket, minio, tmp_path):
+    # MinIO completes the upload but the reply never arrives: the retried Complete answers NoSuchUpload, and the
+    # object that is there is accepted because its ETag is the multipart ETag of the parts we sent
+    src = tmp_path / "src"
+    src.mkdir()
+    part = 5 * MiB
+    big = os.urandom(11 * MiB + 3)
+    (src / "big.safetensors").write_bytes(big)
+    p = ByteProxy(minio.port, drop_reply=once(is_complete))
+    try:
+        c = client_for(p.endpoint, minio)
+        r = upload(c, bucket, "lost", str(src), multipart_threshold=part, part_size=part, workers=2)
+    finally:
+        p.close()
+    assert [m for m, _t in p.dropped] == ["POST"] and is_complete(*p.dropped[0])
+    assert r["transferred"] == ["lost/big.safetensors"]
+    assert r["requests"]["CompleteMultipartUpload"] == 2 and r["requests"]["HeadObject"] == 1
+    assert s3.get_object(Bucket=bucket, Key="lost/big.safetensors")["Body"].read() == big
+    md5s = b"".join(hashlib.md5(big[o:o + part]).digest() for o in range(0, len(big), part))  # noqa: S324
+    etag = "%s-3" % hashlib.md5(md5s).hexdigest()  # noqa: S324
+    assert checksum_head(s3, bucket, "lost/big.safetensors") == (crc_b64(big), "FULL_OBJECT", etag)
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads") is None
+    # the ETag was recorded: the next sync issues only a listing
+    again = upload(client_for(minio.endpoint, minio), bucket, "lost", str(src), multipart_threshold=part,
+                   part_size=part)
+    assert not again["changed"] and again["requests"] == {"ListObjectsV2": 1}

@@ -3,8 +3,9 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """What an object's bytes must hash to: ETags, full-object checksums and their streaming verification.
 
-* ETags: a plain MD5 (single-part upload) or ``<md5 of the part MD5s>-<parts>`` (multipart);
-  :func:`etag_part_count` tells them apart and :func:`part_size_candidates` guesses the part size from the count;
+* ETags: a plain MD5 (single-part upload) or ``<md5 of the part MD5s>-<parts>`` (multipart, from the part ETags:
+  :func:`multipart_etag`); :func:`etag_part_count` tells them apart and :func:`part_size_candidates` guesses the
+  part size from the count;
 * full-object ``x-amz-checksum-crc32/sha256/sha1`` (:func:`usable_checksum`), CRC32 as base64
   (:func:`crc32_b64`) and the combination of the CRC32s of consecutive ranges (:func:`crc32_combine`, zlib's);
 * :class:`Verifier` checks bytes as they stream against the checksum when there is one, else the ETag;
@@ -35,6 +36,22 @@ def etag_part_count(etag):
         if len(head) == 32 and _is_hex(head) and tail.isdigit() and int(tail) > 0:
             return int(tail)
     return None
+
+
+def multipart_etag(part_etags):
+    """The ETag S3 gives the object of a multipart upload with these part ETags (in part order): the MD5 of the
+    concatenated binary part MD5s, ``-`` and the part count. None when a part ETag is not an MD5 (e.g. encrypted)."""
+    digests = []
+    for etag in part_etags:
+        etag = (etag or "").strip('"')
+        if etag_part_count(etag) != 0:
+            return None
+        digests.append(bytes.fromhex(etag))
+    return _md5_of_md5s(digests) if digests else None
+
+
+def _md5_of_md5s(digests):
+    return "%s-%d" % (hashlib.md5(b"".join(digests)).hexdigest(), len(digests))  # noqa: S324 - S3 ETag
 
 
 def _is_hex(text):
@@ -78,8 +95,7 @@ class _PartHasher:
                 self.filled = 0
 
     def etag(self):
-        digests = self.digests + ([self.current.digest()] if self.filled else [])
-        return "%s-%d" % (hashlib.md5(b"".join(digests)).hexdigest(), len(digests))  # noqa: S324
+        return _md5_of_md5s(self.digests + ([self.current.digest()] if self.filled else []))
 
 
 class _Checksum:

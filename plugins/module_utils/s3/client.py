@@ -12,9 +12,9 @@ request/retry loop and error mapping they all share.
 * path-style addressing (``http://host:9000/bucket/key``), http and https (custom CA bundle, optional
   ``validate_certs=False``), one kept-alive connection per thread;
 * retries with exponential backoff and full jitter on transient failures (connection errors, 5xx, 429,
-  ``SlowDown``); permanent failures (bad credentials, missing bucket, ...) raise
-  :class:`~.errors.GpuWorkerError` at once with a message naming the endpoint/bucket and how to fix it.
-  The secret key never appears in a message.
+  ``SlowDown``), within the rule of :data:`REPEATABLE_POSTS` (which requests may be sent again); permanent
+  failures (bad credentials, missing bucket, ...) raise :class:`~.errors.GpuWorkerError` at once with a message
+  naming the endpoint/bucket and how to fix it. The secret key never appears in a message.
 
 Every HTTP attempt is counted in :attr:`S3Client.stats` (``{"ListObjectsV2": 1, "GetObject": 3}``) so that callers
 and tests can prove which requests a sync issued.
@@ -52,6 +52,29 @@ DEFAULT_REGION = "us-east-1"
 CHUNK = 1024 * 1024
 USER_AGENT = "visionsuit-gpuworker-s3/1"
 CHECKSUM_ALGORITHMS = ("sha256", "sha1", "crc32", "crc32c", "crc64nvme")
+
+# The retry rule (the one place it is decided; :meth:`S3Client.request` applies it).
+#
+# A request may have been carried out by the server even though its attempt failed: the reply was lost (connection
+# reset or closed after the request went out) or was a 5xx. Sending it again is "blind" only for idempotent
+# requests, whose repetition leaves the store as one execution would: GET, HEAD, PUT (PutObject, UploadPart of the
+# same part number, CreateBucket) and DELETE (DeleteObject, AbortMultipartUpload, DeleteBucket). Their repeated
+# attempt may only answer differently, which the callers handle: DeleteBucket answers NoSuchBucket (accepted by
+# :meth:`S3Client.delete_bucket` after a repeat), CreateBucket BucketAlreadyOwnedByYou (reported as "existed"),
+# AbortMultipartUpload 404 (accepted).
+#
+# A POST is not idempotent in general: it is repeated only when listed here, with why that is safe. Any other POST
+# is sent again only when the failed attempt never reached the server (the connection could not be opened).
+REPEATABLE_POSTS = {
+    # each attempt starts another upload id; the one an attempt with a lost reply started is never used and stays
+    # incomplete on the server (harmless: MinIO removes incomplete uploads after api stale_uploads_expiry, 24h)
+    "CreateMultipartUpload": "a lost attempt leaves an unused incomplete upload",
+    # a repeat after the server completed the upload answers NoSuchUpload: complete_multipart_upload() then accepts
+    # the object only when its ETag is the multipart ETag of the parts sent (_check_lost_complete)
+    "CompleteMultipartUpload": "reconciled by the ETag of the object",
+    # deleting a key that is already gone succeeds (quiet mode reports nothing): the same effect as one execution
+    "DeleteObjects": "deleting a missing key succeeds",
+}
 
 # Error codes that retrying cannot fix, with the hint shown to the operator.
 _PERMANENT_HINTS = {
@@ -260,6 +283,9 @@ class S3Client:
         :param ok: the statuses that count as success.
         :param retry_consume: called before re-sending after ``consume`` failed mid-body; returns the new
             extra headers (e.g. an updated ``Range``), or raises to give up.
+
+        Failed attempts are repeated as :data:`REPEATABLE_POSTS` describes. A permanent error that answers a
+        repeated attempt, after an earlier one may have been carried out, has ``details["repeated"] = True``.
         """
         query = query or {}
         path = self.object_path(bucket, key) if bucket else "/"
@@ -277,6 +303,8 @@ class S3Client:
             length = len(body)
         attempt = 0
         stale_retry_done = False
+        repeatable = method != "POST" or op in REPEATABLE_POSTS
+        repeated = False  # an earlier attempt may have been carried out (it was sent; its reply was lost or a 5xx)
         while True:
             amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
             hdrs = {"host": self.host_header, "x-amz-date": amz_date, "x-amz-content-sha256": payload_hash}
@@ -289,8 +317,12 @@ class S3Client:
             hdrs["user-agent"] = USER_AGENT
             self._count(op)
             reused = False
+            sent = False
             try:
                 conn, reused = self._connection()
+                if conn.sock is None:
+                    conn.connect()  # apart from sending: a failure here means the server saw nothing
+                sent = True
                 resp = self._send(conn, method, url, hdrs, body)
                 status = resp.status
                 resp_headers = {k.lower(): v for k, v in resp.getheaders()}
@@ -317,6 +349,12 @@ class S3Client:
                                      hint="check MINIO_ENDPOINT / endpoint")
             except (OSError, http.client.HTTPException) as err:
                 self._drop_connection()
+                if sent and not repeatable:
+                    raise TransientError(
+                        "the reply of MinIO at %s to %s %s was lost: %s (not sent again: %s is not idempotent)" % (
+                            self.endpoint, op, self._what(bucket, key), _describe_error(err), op),
+                        field="endpoint", hint="check the state on the server, then run again")
+                repeated = repeated or sent
                 if retry_consume is not None and consume is not None:
                     extra.update(retry_consume() or {})
                 if reused and not stale_retry_done:
@@ -336,19 +374,27 @@ class S3Client:
             code, message = _error_code(status, data, resp_headers)
             if status >= 500 or status == 429 or code in ("SlowDown", "RequestTimeout", "InternalError",
                                                           "ServiceUnavailable", "XMinioServerNotInitialized"):
-                if attempt >= self.retries:
+                if attempt >= self.retries or not repeatable:
                     raise TransientError("MinIO at %s kept failing %s %s: HTTP %d %s (after %d attempts)" % (
                         self.endpoint, op, self._what(bucket, key), status, code, attempt + 1),
                         hint="check the MinIO server's health and logs")
                 self._sleep(attempt)
                 attempt += 1
+                repeated = True
                 if retry_consume is not None and consume is not None:
                     extra.update(retry_consume() or {})
                 continue
-            raise self._permanent(op, status, code, message, bucket, key)
+            err = self._permanent(op, status, code, message, bucket, key)
+            if repeated:
+                err.details["repeated"] = True
+            raise err
 
     def _permanent(self, op, status, code, message, bucket, key):
         hint = _PERMANENT_HINTS.get(code)
+        if code == "NoSuchUpload":
+            return GpuWorkerError("%s %s failed: the server does not know the multipart upload (aborted or "
+                                  "already completed)" % (op, self._what(bucket, key)),
+                                  hint="run the upload again", details={"status": status, "code": code})
         if code == "NoSuchKey" or (status == 404 and key is not None and code != "NoSuchBucket"):
             return GpuWorkerError("object %s does not exist" % self._what(bucket, key), hint=hint,
                                   details={"status": status, "code": code or "NoSuchKey"})
@@ -403,7 +449,11 @@ class S3Client:
         return True
 
     def delete_bucket(self, bucket):
-        self.request("DeleteBucket", "DELETE", bucket, ok=(200, 204))
+        try:
+            self.request("DeleteBucket", "DELETE", bucket, ok=(200, 204))
+        except GpuWorkerError as err:
+            if not (err.details.get("code") == "NoSuchBucket" and err.details.get("repeated")):
+                raise  # else: an earlier attempt, whose reply was lost, deleted it
 
     # ------------------------------------------------------------------ listing
     def list_objects(self, bucket, prefix="", max_keys=1000):
@@ -559,14 +609,48 @@ class S3Client:
             headers["x-amz-checksum-crc32"] = checksum_crc32
         if checksum_type:
             headers["x-amz-checksum-type"] = checksum_type
-        resp = self.request("CompleteMultipartUpload", "POST", bucket, key, query={"uploadId": upload_id},
-                            body=body, headers=headers or None)
+        try:
+            resp = self.request("CompleteMultipartUpload", "POST", bucket, key, query={"uploadId": upload_id},
+                                body=body, headers=headers or None)
+        except GpuWorkerError as err:
+            if err.details.get("code") == "NoSuchUpload" and err.details.get("repeated"):
+                return self._check_lost_complete(bucket, key, upload_id, parts)
+            raise
         root = _parse_xml(resp.body)
         if root is None or _strip_ns(root.tag) == "Error":
             code = _xml_text(root, "Code", "") if root is not None else "unreadable reply"
             raise TransientError("completing the multipart upload of %s failed: %s" % (
                 self._what(bucket, key), code))
         return (_xml_text(root, "ETag", "") or "").strip('"')
+
+    def _check_lost_complete(self, bucket, key, upload_id, parts):
+        """A repeated CompleteMultipartUpload answered NoSuchUpload: an earlier attempt whose reply was lost may
+        have completed the upload. Accept the object (return its ETag) when its ETag is the multipart ETag of
+        ``parts`` (MD5 of their binary MD5s + ``-N``); else raise an error naming the key."""
+        from .checksums import multipart_etag  # not at the top: .checksums imports this module
+
+        expected = multipart_etag([part[1] for part in sorted(parts)])
+        try:
+            found = self.head_object(bucket, key, checksum_mode=False)["etag"]
+        except GpuWorkerError as err:
+            if err.details.get("status") != 404:
+                raise
+            found = None
+        if expected is not None and found == expected:
+            return found
+        if found is None:
+            there = "no object is there"
+        elif expected is None:
+            there = "the object there (ETag %s) cannot be checked: the part ETags are not MD5s" % found
+        else:
+            there = "the object there has ETag %s, not %s (the multipart ETag of the %d parts sent)" % (
+                found, expected, len(parts))
+        raise GpuWorkerError(
+            "completing the multipart upload of %s failed: the reply to CompleteMultipartUpload was lost, the "
+            "server no longer knows upload %s and %s" % (self._what(bucket, key), upload_id, there),
+            hint="another writer may have replaced the object or aborted the upload: run the upload again",
+            details={"code": "NoSuchUpload", "key": key, "upload_id": upload_id, "etag": found,
+                     "expected_etag": expected})
 
     def abort_multipart_upload(self, bucket, key, upload_id):
         self.request("AbortMultipartUpload", "DELETE", bucket, key, query={"uploadId": upload_id},

@@ -372,10 +372,13 @@ class Handler(BaseHTTPRequestHandler):
         app = self.app
         sid = query.get("clientId") or uuid.uuid4().hex
         client = Client(self.connection, self.rfile, sid)
-        app.hub.send_now(client, "status", {"status": app.engine.queue_info(), "sid": sid})
-        if app.engine.client_id == sid and app.engine.last_node_id is not None:
-            app.hub.send_now(client, "executing", {"node": app.engine.last_node_id})
-        app.hub.add(client)
+        # As ComfyUI does: register the socket, then greet it, so that a client that got "status" gets every later
+        # message. Holding the client's send lock keeps the delivery thread from reaching it before the greeting.
+        with client.lock:
+            app.hub.add(client)
+            app.hub.send_now(client, "status", {"status": app.engine.queue_info(), "sid": sid})
+            if app.engine.client_id == sid and app.engine.last_node_id is not None:
+                app.hub.send_now(client, "executing", {"node": app.engine.last_node_id})
         log.info("websocket client %s connected", sid)
         try:
             client.receive_loop(self._ws_text)

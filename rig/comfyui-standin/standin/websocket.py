@@ -73,7 +73,7 @@ class Client:
 
     def __init__(self, sock, rfile, sid):
         self.sock, self.rfile, self.sid = sock, rfile, sid
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # re-entrant: the greeting is sent while the connection is registered
         self.closed = False
         self.features = {}
 
