@@ -22,6 +22,14 @@ Output: a progress bar and a summary on a terminal, nothing on success otherwise
 
 Exit codes: 0 success, 1 failure (S3 error, server unreachable, local I/O), 2 usage, 3 configuration
 (minio.env, endpoint), 4 integrity check failed, 130 interrupted.
+
+Warnings: a run that did its work but hit a problem worth knowing prints ``<command>: warning: ...`` lines on stderr
+(even with ``--json`` or ``-q``; the result object lists them under ``warnings``) and still exits 0. The one warning
+today: the sync state file ``.visionsuit-sync.json`` could not be written (a full disk, a read-only folder); the
+files are complete and verified, the next run hashes them again instead of skipping them.
+
+ComfyUI's placeholder files (``output/_output_images_will_be_put_here``, ``models/*/put_*_here``,
+``input/example.png``) are never uploaded, downloaded over, recorded or deleted (:mod:`..s3.keys`).
 """
 from __future__ import absolute_import, division, print_function
 
@@ -51,7 +59,8 @@ DEFAULT_DIRS = {
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 _EPILOG = ("connection: /etc/comfyui/minio.env (or $%s), overridden by exported MINIO_* variables. "
            "exit codes: 0 success, 1 failure, 2 usage, 3 configuration (minio.env), 4 integrity check failed, "
-           "130 interrupted" % ENV_FILE_VARIABLE)
+           "130 interrupted; warnings (e.g. a state file that could not be written) go to stderr and keep 0"
+           % ENV_FILE_VARIABLE)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -195,7 +204,15 @@ def _summary_line(prog, result):
     return text
 
 
+def _warn(prog, result):
+    """The result's warnings, one ``<command>: warning: ...`` line each on stderr (whatever the output mode)."""
+    for message in result.get("warnings") or ():
+        sys.stderr.write("%s: warning: %s\n" % (prog, message))
+    sys.stderr.flush()
+
+
 def _report(prog, args, result):
+    _warn(prog, result)
     if args.json:
         _out(json.dumps(result, indent=2, sort_keys=True))
     elif result.get("dry_run"):
@@ -347,6 +364,8 @@ def cmd_upload_models(prog, args):
             if progress_bar is not None:
                 progress_bar.close()
             client.close()
+    for result in out.values():
+        _warn(prog, result)
     if args.json:
         _out(json.dumps(out, indent=2, sort_keys=True))
     else:

@@ -27,7 +27,7 @@ import zlib
 from ..errors import GpuWorkerError
 from .checksums import Crc32, Verifier, crc32_combine, etag_part_count, file_matches_etag, usable_checksum
 from .client import Cancelled
-from .keys import is_reserved, key_to_relpath, matches, normalize_prefix, relpath_to_key, safe_join
+from .keys import is_placeholder, is_reserved, key_to_relpath, matches, normalize_prefix, relpath_to_key, safe_join
 from .localio import (
     READ_CHUNK,
     FileWriter,
@@ -446,6 +446,18 @@ class _Download:
         self.run.transferred(self.key, self.size, self.resumed)
 
 
+def _report_state(run, state):
+    """Add the warning of a state file that could not be written (a full disk) to the result."""
+    message = state.warning()
+    if message and message not in run.result["warnings"]:
+        run.result["warnings"].append(message)
+
+
+def _unchanged(entry, st):
+    """Whether a local file is still exactly what the sync recorded (same size and mtime)."""
+    return bool(entry) and entry.get("size") == st.st_size and entry.get("mtime_ns") == st.st_mtime_ns
+
+
 def _needed_space(transfers):
     """Bytes still to come (the recorded ranges of matching temp files excluded)."""
     needed = 0
@@ -493,10 +505,13 @@ def download(client, bucket, prefix, dest, include=None, exclude=None, delete=Fa
         raise GpuWorkerError("destination %s is not a folder" % dest, field="path")
     uid, gid = resolve_owner(owner, group)
     run = Run(client, "download", bucket, prefix, dest, progress, dry_run)
+    run.result["warnings"] = []
     remote = list_remote(client, bucket, prefix, strict=True)
-    remote = {rel: obj for rel, obj in remote.items() if matches(rel, include, exclude)}
+    # ComfyUI's placeholders are neither fetched nor seen locally: never downloaded over, recorded or deleted
+    remote = {rel: obj for rel, obj in remote.items()
+              if matches(rel, include, exclude) and not is_placeholder(dest + "/" + rel)}
     state = SyncState(dest, "%s/%s" % (bucket, prefix))
-    local_all = walk_local(dest)
+    local_all = {rel: st for rel, st in walk_local(dest).items() if not is_placeholder(dest + "/" + rel)}
     run.result["before"] = sorted(local_all)
 
     transfers = []
@@ -526,10 +541,12 @@ def download(client, bucket, prefix, dest, include=None, exclude=None, delete=Fa
             continue
         if not matches(rel, include, exclude):
             continue
-        if rel in local_all:
+        if rel in local_all and _unchanged(state.get(rel), local_all[rel]):
             if delete:
                 deletes.append(rel)
         elif not dry_run:
+            # gone, or no longer what the sync placed (changed by hand, or put back after a run whose state
+            # could not be written): not the sync's to delete any more
             state.remove(rel)
 
     plan = [{"action": "download", "key": t["key"], "path": t["path"], "size": t["size"]} for t in transfers]
@@ -573,6 +590,7 @@ def download(client, bucket, prefix, dest, include=None, exclude=None, delete=Fa
         run.result["deleted_paths"].append(path)
         prune_empty_dirs(os.path.dirname(path), dest)
     state.save()
+    _report_state(run, state)
     return run.finish()
 
 
@@ -598,12 +616,12 @@ def download_object(client, bucket, key, dest_path, expected_etag=None, expected
     key_to_relpath(key)  # refuses unsafe keys (NUL, '..', reserved names) like download() does
     dest_path = os.path.abspath(dest_path)
     folder, name = os.path.split(dest_path)
-    if not name or is_reserved(name):
+    if not name or is_reserved(name) or is_placeholder(dest_path):
         raise GpuWorkerError("refusing destination %s: not a plain file name" % dest_path, field="path")
     uid, gid = resolve_owner(owner, group)
     prefix = key.rpartition("/")[0]
     run = Run(client, "download", bucket, prefix, folder, progress, False)
-    run.result.update({"key": key, "etag": expected_etag, "size": expected_size})
+    run.result.update({"key": key, "etag": expected_etag, "size": expected_size, "warnings": []})
     info = object_info
     if object_info is not None:
         expected_etag = expected_etag or object_info.get("etag")
@@ -637,6 +655,7 @@ def download_object(client, bucket, key, dest_path, expected_etag=None, expected
         if file_matches_etag(dest_path, expected_etag, expected_size, [part_size]):
             state.put(name, key, st, expected_etag)
             state.save()
+            _report_state(run, state)
             run.result["skipped"] = 1
             run.result["adopted"].append(name)
             return run.finish()
@@ -646,5 +665,6 @@ def download_object(client, bucket, key, dest_path, expected_etag=None, expected
     opts = {"part_size": part_size, "multipart_threshold": multipart_threshold, "uid": uid, "gid": gid,
             "state": state, "known_dirs": set(), "renamed_in": set(), "pinned": True, "nice": nice}
     job = _run_downloads(run, [item], opts, workers)[0]
+    _report_state(run, state)
     run.result.update({"etag": job.etag, "size": job.size})
     return run.finish()

@@ -21,6 +21,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import ipaddress
+import re
 from collections import namedtuple
 from urllib.parse import urlsplit
 
@@ -48,14 +49,18 @@ class Endpoint(namedtuple("Endpoint", "url scheme host port secure")):
         return host if self.port == DEFAULT_PORTS[self.scheme] else "%s:%d" % (host, self.port)
 
 
+_SCHEME_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,15}")
+
+
 def redact(text):
-    """``text`` with any ``user:password@`` masked (``http://***@host``), for messages."""
+    """``text`` with everything before its last ``@`` masked but a leading ``scheme://`` (``http://***@host``),
+    for messages: whatever stands before an ``@`` may be credentials, wherever a ``://`` is."""
     text = "" if text is None else str(text)
     if "@" not in text:
         return text
-    start = text.find("://")
-    start = start + 3 if start >= 0 else 0
-    return text[:start] + "***" + text[text.rfind("@"):]
+    scheme, sep, _rest = text.partition("://")
+    keep = scheme + sep if sep and _SCHEME_TEXT.fullmatch(scheme) else ""
+    return keep + "***" + text[text.rfind("@"):]
 
 
 def parse_endpoint(value, field="endpoint", hint=None, default_scheme=None, exit_code=1):
@@ -87,6 +92,8 @@ def parse_endpoint(value, field="endpoint", hint=None, default_scheme=None, exit
     if scheme not in SCHEMES:
         if scheme.lower() in SCHEMES:
             raise fail("has scheme %r; write it in lowercase (%s://)" % (scheme, scheme.lower()))
+        if not _SCHEME_TEXT.fullmatch(scheme):  # not a scheme at all (e.g. user:password@host before a '://')
+            raise fail("has no valid scheme; it must start with http:// or https://")
         raise fail("has scheme %r; only http and https are supported" % scheme)
     authority = url.split("://", 1)[1]
     for sep in "/?#":
@@ -120,7 +127,7 @@ def parse_endpoint(value, field="endpoint", hint=None, default_scheme=None, exit
         raise fail("has no valid host")
     port = None
     if port_text:
-        if not (port_text.isdigit() and port_text.isascii()) or not 0 < int(port_text) < 65536:
+        if not (port_text.isdigit() and port_text.isascii() and len(port_text) <= 5) or not 0 < int(port_text) < 65536:
             raise fail("has an invalid port (1-65535)")
         port = int(port_text)
     host = host.lower()

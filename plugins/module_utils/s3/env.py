@@ -210,9 +210,11 @@ def read_env_file(path):
 
 
 def _single_token(value):
-    """True when ``value`` has no whitespace or control character: a value that cannot have run into the next
-    assignment of its line (``MINIO_CA_BUNDLE=/x MINIO_SECRET_KEY=...``), so that a message may show it."""
-    return not any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in str(value))
+    """True when ``value`` cannot have run into another assignment of its line, so that a message may show it:
+    no whitespace or control character (``MINIO_CA_BUNDLE=/x MINIO_SECRET_KEY=...``) and no ``=`` (an assignment
+    glued on without a blank: ``...:9000MINIO_SECRET_KEY=...``, ``...;MINIO_SECRET_KEY=...``)."""
+    text = str(value)
+    return "=" not in text and not any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in text)
 
 
 def parse_bool(value, name):
@@ -235,7 +237,7 @@ def parse_endpoint(endpoint, secure=None, name="MINIO_ENDPOINT"):
     except GpuWorkerError as err:
         if _single_token(endpoint):
             raise
-        # whitespace: the line may run into another assignment (the secret key's), so its text is not shown
+        # the line may run into another assignment (the secret key's), so its text is not shown
         raise GpuWorkerError("%s %s (the value is not shown: it may hold more than the URL)" % (
             name, err.details.get("reason")), field=name, hint=hint, exit_code=CONFIG_EXIT_CODE,
             details=err.details) from None

@@ -5,7 +5,11 @@
 
 * :class:`SyncState`: the state file ``.visionsuit-sync.json`` of a local folder, per target (``bucket/prefix``)
   relative path -> key, size, mtime (ns) and ETag; a file whose size, mtime and listed ETag match its record
-  (:func:`entry_matches`) is skipped without hashing it;
+  (:func:`entry_matches`) is skipped without hashing it. The state is an optimisation, so a failed write (a full
+  disk, a read-only folder) does not fail the sync: :meth:`SyncState.save` keeps the error and
+  :meth:`SyncState.warning` words it for the result's ``warnings`` (the node commands print it on stderr). The
+  previous file then stays as it was; it only vouches for files whose size and mtime still match, so the next run
+  hashes the rest again (and adopts what matches) instead of skipping it;
 * the sidecar of a ranged download (``.<name>.vsync-part.json``: written and flushed ranges, ETag, boot id), read
   with :func:`read_sidecar` and replaced atomically with :func:`write_json_atomic`;
 * :func:`boot_id`, which tells a killed process (its written data is still in the page cache) from a restarted
@@ -15,6 +19,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import errno
 import json
 import os
 import threading
@@ -34,6 +39,7 @@ class SyncState:
         self.lock = threading.Lock()
         self.doc = {"version": _STATE_VERSION, "targets": {}}
         self.dirty = False
+        self.error = None  # the OSError of the last failed save, None once a save succeeded
         try:
             with open(self.path, "r", encoding="utf-8") as f:
                 doc = json.load(f)
@@ -61,9 +67,12 @@ class SyncState:
                 self.dirty = True
 
     def save(self):
+        """Write the state (atomically: a temp file renamed over the old one) when it changed; returns True when
+        the file is current. A failure (``ENOSPC``, a read-only folder) is kept in :attr:`error` and leaves the
+        previous file untouched: the state is an optimisation, losing it only costs hashing next time."""
         with self.lock:
             if not self.dirty:
-                return
+                return True
             tmp = "%s.%d.tmp" % (self.path, os.getpid())
             try:
                 with open(tmp, "w", encoding="utf-8") as f:
@@ -71,12 +80,26 @@ class SyncState:
                     f.write(json.dumps(self.doc, sort_keys=True, separators=(",", ":")))
                 os.replace(tmp, self.path)
                 self.dirty = False
-            except OSError:
-                # the state is an optimisation: a read-only source folder only costs re-hashing next time
+                self.error = None
+                return True
+            except OSError as err:
+                self.error = err
                 try:
                     os.unlink(tmp)
                 except OSError:
                     pass
+                return False
+
+    def warning(self):
+        """One line saying that the last save failed and what that costs, or None."""
+        err = self.error
+        if err is None:
+            return None
+        reason = err.strerror or str(err)
+        if err.errno == errno.ENOSPC:
+            reason += " (the disk is full: free up space)"
+        return ("could not write the sync state %s: %s; the transferred files are complete and verified, but the "
+                "next run hashes them again instead of skipping them" % (self.path, reason))
 
 
 def entry_matches(entry, st, etag):

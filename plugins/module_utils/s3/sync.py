@@ -14,6 +14,7 @@ The engine is split by concern; this module is its entry point and overview:
 ``transfer.py``      the worker pool, the bookkeeping of a run, the listing, ``DEFAULT_*`` options
 ``keys.py``          key <-> relative path rules (``key_to_relpath``, ``relpath_to_key``, ``normalize_prefix``,
                      ``safe_join``, include/exclude), the reserved names ``STATE_FILE``/``TEMP_SUFFIX``/...
+                     and ComfyUI's placeholders (``COMFYUI_PLACEHOLDERS``, ``is_placeholder``)
 ``checksums.py``     ETags, CRC32 (+ combine), full-object checksums, ``Verifier``, ``file_md5``/...
 ``state.py``         the state file (``SyncState``), the sidecars of ranged downloads, the boot id
 ``localio.py``       local walk, temp names, ``pwrite``/``O_DIRECT`` writer, fsync, free space, ownership
@@ -61,10 +62,18 @@ How it works:
   flushed ones. Resumed ranges are hashed from the temp file, so the final check covers what is on disk: nothing
   ever appears under the final name before it is complete and verified.
 * **Delete** (off by default) removes local files that left the bucket, but only files the sync manages (recorded
-  in the state file), never temp or state files; for uploads it deletes remote objects under the prefix whose local
-  file is gone.
-* **Safety.** Keys that would escape the destination (``..``, ``.`` or empty segments, absolute, NUL, reserved
-  temp/state names) make the whole sync refuse before anything is transferred.
+  in the state file, and unchanged since: same size and mtime; a file changed by hand, or put back where the sync
+  had deleted one, is left alone and forgotten), never temp or state files; for uploads it deletes remote objects
+  under the prefix whose local file is gone.
+* **The state file is an optimisation.** When it cannot be written (a full disk, a read-only folder) the run still
+  succeeds and its result carries a line in ``warnings``; the previous file stays, and the next run hashes (and
+  adopts) what it no longer vouches for instead of skipping it, downloads nothing that is complete again, and
+  deletes nothing the stale file names unless it is unchanged.
+* **Safety.** Keys that would escape the destination (``..``, ``.`` or empty segments, absolute, NUL, not UTF-8,
+  reserved temp/state names) make the whole sync refuse before anything is transferred.
+* **ComfyUI's placeholders** (``output/_output_images_will_be_put_here``, ``models/*/put_*_here``,
+  ``input/example.png``: :data:`.keys.COMFYUI_PLACEHOLDERS`) are not the sync's: never uploaded, recorded,
+  downloaded over nor deleted; objects named like them are left out of either direction.
 * **Uploads** send a CRC32 that the server checks (``x-amz-checksum-crc32``) and keeps as the object's full-object
   checksum; above ``multipart_threshold`` they use multipart (parts in parallel, each with its CRC32, the upload
   created as ``CRC32``/``FULL_OBJECT`` and completed with the combined CRC32 of the whole file). They set
@@ -73,8 +82,9 @@ How it works:
 The result dict: ``direction, bucket, prefix, path, dry_run, changed, files, bytes, skipped, deleted, seconds,
 transferred`` (keys), ``deleted_paths``, ``resumed`` (keys), ``adopted`` (relative paths found identical
 without a state record), ``vanished`` (keys that disappeared between the listing and their transfer),
-``plan`` (list of ``{action, key, path, size}``), ``before``/``after`` (sorted relative paths of the target side)
-and ``requests`` (HTTP requests by operation).
+``plan`` (list of ``{action, key, path, size}``), ``before``/``after`` (sorted relative paths of the target side),
+``requests`` (HTTP requests by operation) and ``warnings`` (lines about a run that did its work all the same: the
+state file could not be written).
 In dry-run mode ``files``/``bytes``/``transferred``/``deleted`` describe what would be done.
 """
 from __future__ import absolute_import, division, print_function

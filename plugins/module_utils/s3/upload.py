@@ -22,7 +22,7 @@ import zlib
 from ..errors import GpuWorkerError
 from .checksums import crc32_b64, crc32_combine, file_matches_etag
 from .client import FileSlice
-from .keys import matches, normalize_prefix, relpath_to_key
+from .keys import is_placeholder, matches, normalize_prefix, relpath_to_key
 from .localio import MiB, walk_local
 from .state import SyncState, entry_matches
 from .transfer import (
@@ -150,9 +150,14 @@ def upload(client, bucket, prefix, source, include=None, exclude=None, delete=Fa
         raise GpuWorkerError("source folder %s does not exist" % source, field="path",
                              hint="create it or pass the right folder")
     run = Run(client, "upload", bucket, prefix, source, progress, dry_run)
-    local = walk_local(source, include, exclude)
+    run.result["warnings"] = []
+    # ComfyUI's placeholders (output/_output_images_will_be_put_here, ...) are not renders: never uploaded nor
+    # recorded, and objects named like them (an earlier upload's) are left alone
+    local = {rel: st for rel, st in walk_local(source, include, exclude).items()
+             if not is_placeholder(source + "/" + rel)}
     remote = list_remote(client, bucket, prefix, strict=False)
-    remote = {rel: obj for rel, obj in remote.items() if matches(rel, include, exclude)}
+    remote = {rel: obj for rel, obj in remote.items()
+              if matches(rel, include, exclude) and not is_placeholder(source + "/" + rel)}
     run.result["before"] = sorted(remote)
     state = SyncState(source, "%s/%s" % (bucket, prefix))
     up_part = max(part_size, MIN_UPLOAD_PART_SIZE)
@@ -213,6 +218,9 @@ def upload(client, bucket, prefix, source, include=None, exclude=None, delete=Fa
     err = pool.first_error()
     if err is not None:
         raise_run_error(err, run, "upload")
+    message = state.warning()
+    if message:
+        run.result["warnings"].append(message)
     if deletes:
         keys = [remote[rel]["key"] for rel in deletes]
         client.delete_objects(bucket, keys)
