@@ -743,3 +743,280 @@ def test_model_free_job_stages_and_links_nothing(env, s3):
     assert [p for p in cache.rglob("*") if p.is_file()] == []
     assert agent.agent.s3.stats.get("GetObject", 0) == 0 and agent.agent.s3.stats.get("HeadObject", 0) == 0
     assert agent.agent.store.surfaced() == []
+
+
+# -------------------------------------------------------------------------------------------- partial runs, long errors
+# torch.load(weights_only=True) refusing a pickled checkpoint, as ComfyUI reports it (3 newlines, ~600 chars)
+TORCH_WEIGHTS_ONLY = (
+    "Weights only load failed. Re-running `torch.load` with `weights_only` set to `False` will likely succeed, "
+    "but it can result in arbitrary code execution. Do it only if you got the file from a trusted source.\n"
+    " Please file an issue with the following so that we can make `weights_only=True` compatible with your use "
+    "case: WeightsUnpickler error: Unsupported global: GLOBAL pytorch_lightning.callbacks.model_checkpoint."
+    "ModelCheckpoint was not an allowed global by default. Please use `torch.serialization.add_safe_globals("
+    "[ModelCheckpoint])` to allowlist this global if you trust this class/function.\n\n"
+    "Check the documentation of torch.load to learn more about types accepted by default with weights_only "
+    "https://pytorch.org/docs/stable/generated/torch.load.html.")
+
+
+def test_partly_rejected_workflow_fails_the_job_naming_the_node(env, s3):
+    agent = env()
+    wf = {"1": {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 32, "batch_size": 1, "color": 255}},
+          "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "ok"}},
+          "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "missing.safetensors"}},
+          "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+          "8": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["4", 2]}},
+          "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "bad"}}}
+    status, _, doc = agent.post_job({"job_id": "partial", "base_models": [], "workflow": {"inline": wf},
+                                     "parameters": {"prompt": "unused"}})
+    assert status == 202, doc
+    doc = agent.wait("partial")
+    assert doc["state"] == "failed" and doc["error_phase"] == "rendering", doc
+    assert "\n" not in doc["error"]
+    assert doc["error"].startswith("rendering failed: ComfyUI rejected part of the workflow and dropped output "
+                                   "node 9 (SaveImage): node 4 (CheckpointLoaderSimple) input ckpt_name: value "
+                                   "'missing.safetensors' not in list"), doc["error"]
+    assert doc["prompt_id"] and doc["outputs"] == [] and list_keys(s3, env.bucket, "out/partial/") == []
+    assert agent.agent.metrics.value("jobs_total", outcome="failed") == 1
+    _assert_clean(agent, env)
+    _next_job_works(agent, "after-partial")
+
+
+def test_multiline_comfyui_error_is_one_line_with_the_full_text_beside(env):
+    agent = env()
+    env.comfy.control(fail_node="CheckpointLoaderSimple", fail_message=TORCH_WEIGHTS_ONLY)
+    assert agent.post_job(envelope("torchload"))[0] == 202
+    doc = agent.wait("torchload")
+    assert doc["state"] == "failed" and doc["error_phase"] == "rendering", doc
+    assert "\n" not in doc["error"]
+    assert doc["error"].startswith("rendering failed: workflow "), doc["error"]
+    assert doc["error"].endswith(
+        " failed on node 4 (CheckpointLoaderSimple) loading ckpt_name 'sdxl_base.safetensors': standin.executor."
+        "InjectedFailure: Weights only load failed. Re-running `torch.load` with `weights_only` set to `False` "
+        "will likely succeed, but it can result in arbitrary code execution. Do it only if you got the file from a "
+        "trusted source. (+2 more lines)"), doc["error"]
+    assert doc["error_detail"] == TORCH_WEIGHTS_ONLY
+    _assert_clean(agent, env)
+    env.comfy.control(reset=True)
+    _next_job_works(agent, "after-torchload")
+    done = agent.wait("after-torchload")
+    assert done["error"] is None and done["error_detail"] is None
+
+
+# ---------------------------------------------------------------------------------------------- cancelling prompts
+OTHER_CLIENT = "another-comfyui-user"
+
+
+def _plain_prompt(prefix):
+    return {"1": {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 32, "batch_size": 1, "color": 7}},
+            "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": prefix}}}
+
+
+def _wait_running(comfy, prompt_id, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if prompt_id and comfy.state()["queue_running"] == [prompt_id]:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"prompt {prompt_id} did not start in {timeout}s: {comfy.state()}")
+
+
+def _agent_outputs(comfy):
+    out = Path(comfy.base_dir) / "output" / "vs-agent"
+    return sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) if out.exists() else []
+
+
+def test_timeout_while_queued_cancels_only_its_own_prompt(env):
+    agent = env()
+    comfy = env.comfy
+    comfy.control(delay=4.0)   # each node takes 4 s: the other client's 2-node prompt runs about 8 s
+    try:
+        other = comfy.submit(_plain_prompt("other/img"), client_id=OTHER_CLIENT)
+        _wait_running(comfy, other)
+        assert agent.post_job(envelope("tmo", timeout=3))[0] == 202
+        doc = agent.wait("tmo", 40)
+        assert doc["state"] == "failed" and doc["error_phase"] == "rendering", doc
+        assert "did not finish within 3s" in doc["error"] and "pending (1 ahead)" in doc["error"], doc["error"]
+        assert "\n" not in doc["error"]
+        own = doc["prompt_id"]
+        assert own and own != other
+        # the other client's run goes on to its end
+        hist = comfy.wait_history(other, 30)
+        assert hist["status"]["status_str"] == "success", hist["status"]
+        assert (comfy.output_dir / "other" / "img_00001_.png").is_file()
+    finally:
+        comfy.control(delay=0)
+    # the job's own prompt never runs: neither queued nor in the history, and no output appears afterwards
+    time.sleep(2.0)
+    state = comfy.state()
+    assert own not in state["queue_running"] + state["queue_pending"]
+    assert comfy.get_json(f"/history/{own}") == {}
+    assert state["executed"] == 1
+    assert _agent_outputs(comfy) == []
+    assert "Global interrupt" not in comfy.log()
+    assert f"Prompt {own} is not currently running, skipping interrupt" in comfy.log()
+    assert any(own in n and "removed from ComfyUI's queue before it ran" in n for n in doc["notes"]), doc["notes"]
+    assert agent.agent.store.prompts() == []
+    _assert_clean(agent, env)
+    _next_job_works(agent, "after-tmo")
+
+
+def test_outputs_written_after_the_timeout_are_removed_later(env, monkeypatch):
+    # The timeout comes while SaveImage runs: the interrupt takes effect between nodes only, so the file is written
+    # after the job's clean-up. The agent waits only a moment for the cancel here; the idle sweep removes it later.
+    monkeypatch.setattr(Agent, "CANCEL_WAIT_S", 0.2)
+    agent = env()
+    comfy = env.comfy
+    comfy.control(delay=3.0)   # node 1: 0-3 s, SaveImage: 3-6 s, then it writes; the job times out at 4.5 s
+    try:
+        status, _, doc = agent.post_job({"job_id": "late", "base_models": [], "timeout": 4.5,
+                                         "workflow": {"inline": _plain_prompt("ignored")},
+                                         "parameters": {"prompt": "unused"}})
+        assert status == 202, doc
+        doc = agent.wait("late", 30)
+        assert doc["state"] == "failed" and "did not finish within 4.5s" in doc["error"], doc
+        own = doc["prompt_id"]
+        hist = comfy.wait_history(own, 20)
+    finally:
+        comfy.control(delay=0)
+    assert hist["status"]["status_str"] == "success"   # SaveImage had started: it wrote its file
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and (_agent_outputs(comfy) or agent.agent.store.prompts()):
+        time.sleep(0.1)
+    assert _agent_outputs(comfy) == []
+    assert agent.agent.store.prompts() == []
+    notes = agent.request("GET", "/jobs/late")[2]["notes"]
+    assert any(own in n and "(the job timed out) cancelled" in n and "the 1 output file(s) it wrote were removed" in n
+               for n in notes), notes
+    assert "Global interrupt" not in comfy.log()
+
+
+def test_restart_cancels_the_prompt_of_the_killed_attempt(env, tmp_path):
+    cfg = agent_config(tmp_path, env.minio, env.bucket, env.comfy)
+    port = cfg["server"]["port"] = _free_port()
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    comfy = env.comfy
+    comfy.control(delay=2.0)   # 7 nodes of about 2 s: attempt 1's prompt still runs when the new agent starts
+    proc = _spawn(path)
+    try:
+        assert http_request(port, "POST", "/jobs", envelope("orphan"))[0] == 202
+        deadline = time.monotonic() + 30
+        first = None
+        while not first and time.monotonic() < deadline:
+            first = http_request(port, "GET", "/jobs/orphan")[2]["prompt_id"]
+            time.sleep(0.02)
+        _wait_running(comfy, first)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        assert comfy.state()["queue_running"] == [first]   # ComfyUI goes on with the killed attempt's prompt
+        proc = _spawn(path)
+        hist = comfy.wait_history(first, 20)
+        comfy.control(delay=0)
+        # attempt 1's prompt was interrupted (not run to its end behind which attempt 2 would wait)
+        assert hist["status"]["status_str"] == "error", hist["status"]
+        assert hist["status"]["messages"][-1][0] == "execution_interrupted" and hist["outputs"] == {}
+        doc = wait_job(port, "orphan", 60)
+        assert doc["state"] == "done" and doc["attempts"] == 2, doc
+        second = doc["prompt_id"]
+        assert second and second != first
+        assert any("restarted" in n for n in doc["notes"]), doc["notes"]
+        assert any(first in n and "attempt 1" in n and "interrupted" in n for n in doc["notes"]), doc["notes"]
+        run2 = comfy.get_json(f"/history/{second}")[second]["status"]["messages"]
+        assert run2[0][0] == "execution_start" and run2[0][1]["timestamp"] >= hist["status"]["messages"][-1][1][
+            "timestamp"]
+        time.sleep(1.0)
+        assert _agent_outputs(comfy) == []   # nothing of attempt 1 appeared after the clean-up
+        assert "Global interrupt" not in comfy.log()
+        assert f"Interrupting prompt {first}" in comfy.log()
+    finally:
+        comfy.control(delay=0)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            assert proc.wait(30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
+_OLD_SCHEMA = """
+CREATE TABLE jobs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, state TEXT NOT NULL,
+    spec TEXT NOT NULL, doc TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL,
+    updated REAL NOT NULL, callback_state TEXT);
+CREATE TABLE surfaced (path TEXT PRIMARY KEY, bucket TEXT NOT NULL, key TEXT NOT NULL, etag TEXT, cache_path TEXT,
+    persistent INTEGER NOT NULL, job_id TEXT, created REAL NOT NULL);
+"""
+
+
+def test_a_database_of_the_previous_version_is_migrated(tmp_path):
+    import sqlite3
+
+    from visionsuit_gpu_agent.jobs import JobStore
+
+    path = tmp_path / "jobs.sqlite3"
+    db = sqlite3.connect(str(path))
+    db.executescript(_OLD_SCHEMA)
+    for seq, (job_id, state, prompt_id) in enumerate((("old", "rendering", "p-old"), ("idle", "queued", None),
+                                                       ("fin", "done", "p-fin")), 1):
+        doc = {"job_id": job_id, "state": state, "created_at": 1.0, "attempts": 1 if prompt_id else 0,
+               "prompt_id": prompt_id, "notes": []}
+        db.execute("INSERT INTO jobs (seq, id, state, spec, doc, attempts, created, updated, callback_state) "
+                   "VALUES (?, ?, ?, ?, ?, ?, 1, 1, NULL)",
+                   (seq, job_id, state, json.dumps({"job_id": job_id}), json.dumps(doc), doc["attempts"]))
+    db.commit()
+    db.close()
+    store = JobStore(str(path))
+    try:
+        assert store.recover() == (["old"], [])
+        # the prompt id recorded in the old job document is cancelled like one of this version's
+        assert [(p["prompt_id"], p["job_id"], p["attempt"], p["run_dir"], p["state"], p["reason"])
+                for p in store.prompts()] == [("p-old", "old", 1, "old.a1", "cancel", "restart")]
+        assert store.queued_ids() == ["old", "idle"] and store.get("fin")["state"] == "done"
+    finally:
+        store.close()
+    store = JobStore(str(path))   # opened again: migrated once, nothing added twice
+    try:
+        assert [p["prompt_id"] for p in store.prompts()] == ["p-old"]
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] >= 2
+    finally:
+        store.close()
+
+
+def test_cancel_waits_for_comfyui_with_back_off_and_gives_up_in_the_end(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from visionsuit_gpuworker.comfyui.client import ComfyClient
+
+    calls = []
+    real_cancel = ComfyClient.cancel
+
+    def spy(self, prompt_id, **kw):
+        calls.append(prompt_id)
+        return real_cancel(self, prompt_id, **kw)
+
+    monkeypatch.setattr(ComfyClient, "cancel", spy)
+    nowhere = SimpleNamespace(endpoint="http://127.0.0.1:9", access_key="a", secret_key="not-a-real-secret")
+    agent = Agent(check(agent_config(tmp_path, nowhere, "bkt", None)), s3=SimpleNamespace(stats={}))  # ComfyUI: port 9
+    store = agent.store
+    try:
+        out = Path(agent.cfg["comfyui.output_dir"]) / "vs-agent"
+        for job_id in ("old", "young"):
+            store.add({"job_id": job_id, "callback_url": None},
+                      {"job_id": job_id, "state": "failed", "created_at": 0.0, "notes": []})
+            (out / f"{job_id}.a1").mkdir(parents=True)
+            (out / f"{job_id}.a1" / "img_00001_.png").write_bytes(b"late")
+            store.record_prompt(f"p-{job_id}", job_id, 1, f"{job_id}.a1")
+            store.cancel_prompt(f"p-{job_id}", "timeout")
+        store.db.execute("UPDATE prompts SET created = created - ? WHERE prompt_id = 'p-old'",
+                         (Agent.CANCEL_GIVE_UP_S + 1,))
+        # ComfyUI cannot be reached: one try for both, the old one is given up (outputs removed), the young one waits
+        assert agent._settle_prompts() == 1 and calls == ["p-old"]
+        assert [p["prompt_id"] for p in store.prompts()] == ["p-young"]
+        assert not (out / "old.a1").exists() and (out / "young.a1" / "img_00001_.png").exists()
+        note = store.get("old")["notes"][-1]
+        assert "p-old" in note and "given up" in note and "the 1 output file(s) it wrote were removed" in note
+        assert agent._settle_prompts() == 1 and calls == ["p-old"]   # within the back-off: not tried again
+        agent._settle_after = 0.0
+        assert agent._settle_prompts() == 1 and calls == ["p-old", "p-young"]
+        assert store.get("young")["notes"] == []
+    finally:
+        store.close()

@@ -10,7 +10,17 @@ Restart behaviour (:meth:`JobStore.recover`):
   from the start (its ``attempts`` counter says it is the second run); if it was already on its second run
   it is marked ``failed`` with the reason "interrupted by an agent restart twice", so one poisonous job
   cannot crash-loop the agent;
-* finished jobs whose callback had not been delivered get their callback sent again.
+* finished jobs whose callback had not been delivered get their callback sent again;
+* the ComfyUI prompts that were in flight (table ``prompts``, see below) are marked to be cancelled: the worker
+  cancels them (delete from the queue, targeted interrupt) and removes their outputs before it runs a job.
+
+Table ``prompts``: every prompt id the agent gives ComfyUI is recorded *before* it is submitted, with the job,
+the attempt and the attempt's output folder (``run_dir``), in state ``submitted``; it is forgotten when the run
+ended normally. A prompt to be stopped (the job timed out, ComfyUI was lost, the agent restarted) is in state
+``cancel`` with the ``reason`` until ComfyUI confirms it is gone and its outputs were removed.
+
+Schema versions (``PRAGMA user_version``): 0/1 had no ``prompts`` table; opening such a database adds it and
+records the ``prompt_id`` of each job that was mid-run, so that it is cancelled like one of this version.
 
 The table also records the model files the agent put into ComfyUI's folders (``surfaced``), so that
 clean-up after a crash removes exactly those, and which persist between jobs.
@@ -27,6 +37,7 @@ STATES = ("queued", "staging", "rendering", "uploading", "done", "failed")
 ACTIVE = ("staging", "rendering", "uploading")
 FINAL = ("done", "failed")
 MAX_ATTEMPTS = 2
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -39,6 +50,16 @@ CREATE TABLE IF NOT EXISTS jobs (
     created REAL NOT NULL,
     updated REAL NOT NULL,
     callback_state TEXT
+);
+CREATE TABLE IF NOT EXISTS prompts (
+    prompt_id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    run_dir TEXT,
+    state TEXT NOT NULL,
+    reason TEXT,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS surfaced (
     path TEXT PRIMARY KEY,
@@ -67,6 +88,7 @@ class JobStore:
             pass
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
         self.db.executescript(_SCHEMA)
         self.jobs = {}      # id -> doc (the public job document)
         self.specs = {}     # id -> spec
@@ -78,6 +100,28 @@ class JobStore:
             self.specs[job_id] = json.loads(spec)
             self.order[job_id] = seq
             self.attempts[job_id] = attempts
+        if version < SCHEMA_VERSION:
+            self._migrate()
+
+    def _migrate(self):
+        """From schema 0/1: record the prompt id of each mid-run job (it was in flight), then the new version."""
+        now = time.time()
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                for job_id in sorted(self.jobs, key=self.order.get):
+                    doc = self.jobs[job_id]
+                    if doc.get("state") in ACTIVE and doc.get("prompt_id"):
+                        attempt = max(1, self.attempts.get(job_id) or 0)
+                        self.db.execute(
+                            "INSERT OR IGNORE INTO prompts (prompt_id, job_id, attempt, run_dir, state, reason, "
+                            "created, updated) VALUES (?, ?, ?, ?, 'submitted', NULL, ?, ?)",
+                            (str(doc["prompt_id"]), job_id, attempt, f"{job_id}.a{attempt}", now, now))
+                self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
 
     def close(self):
         with self.lock:
@@ -150,6 +194,8 @@ class JobStore:
         """Apply the restart rules (module docstring); returns (requeued ids, failed ids)."""
         requeued, failed = [], []
         with self.lock:
+            self.db.execute("UPDATE prompts SET state = 'cancel', reason = 'restart', updated = ? "
+                            "WHERE state = 'submitted'", (time.time(),))
             for job_id in sorted(self.jobs, key=self.order.get):
                 doc = self.jobs[job_id]
                 if doc["state"] not in ACTIVE:
@@ -177,6 +223,35 @@ class JobStore:
                 for table in (self.jobs, self.specs, self.order, self.attempts):
                     table.pop(job_id, None)
             return len(gone)
+
+    # ------------------------------------------------------------------ ComfyUI prompts
+    def record_prompt(self, prompt_id, job_id, attempt, run_dir):
+        """Record a prompt id before it is submitted (state ``submitted``)."""
+        now = time.time()
+        with self.lock:
+            self.db.execute("INSERT OR REPLACE INTO prompts (prompt_id, job_id, attempt, run_dir, state, reason, "
+                            "created, updated) VALUES (?, ?, ?, ?, 'submitted', NULL, ?, ?)",
+                            (prompt_id, job_id, attempt, run_dir, now, now))
+
+    def cancel_prompt(self, prompt_id, reason):
+        """Mark a recorded prompt to be cancelled (``reason``: timeout, lost, restart)."""
+        with self.lock:
+            self.db.execute("UPDATE prompts SET state = 'cancel', reason = ?, updated = ? WHERE prompt_id = ?",
+                            (reason, time.time(), prompt_id))
+
+    def forget_prompt(self, prompt_id):
+        with self.lock:
+            self.db.execute("DELETE FROM prompts WHERE prompt_id = ?", (prompt_id,))
+
+    def prompts(self, state=None):
+        query, args = ("SELECT prompt_id, job_id, attempt, run_dir, state, reason, created FROM prompts"), []
+        if state is not None:
+            query += " WHERE state = ?"
+            args.append(state)
+        with self.lock:
+            rows = self.db.execute(query + " ORDER BY created, prompt_id", args).fetchall()
+        return [{"prompt_id": r[0], "job_id": r[1], "attempt": r[2], "run_dir": r[3], "state": r[4], "reason": r[5],
+                 "created": r[6]} for r in rows]
 
     # ------------------------------------------------------------------ surfaced model files
     def add_surfaced(self, path, bucket, key, etag, cache_path, persistent, job_id):

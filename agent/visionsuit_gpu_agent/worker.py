@@ -20,10 +20,12 @@ import time
 import traceback
 import urllib.error
 import urllib.request
+import uuid
 
 from visionsuit_gpuworker.comfyui import client as comfy_client
-from visionsuit_gpuworker.comfyui.errors import ComfyConnectionError, WorkflowTimeoutError
+from visionsuit_gpuworker.comfyui.errors import ComfyConnectionError, WorkflowTimeoutError, failure_detail, one_line
 from visionsuit_gpuworker.comfyui.websocket import WebSocketClosed
+from visionsuit_gpuworker.comfyui.workflow import check_partial_run
 from visionsuit_gpuworker.errors import GpuWorkerError
 from visionsuit_gpuworker.s3.client import S3Client
 from visionsuit_gpuworker.s3.keys import relpath_to_key
@@ -68,6 +70,21 @@ def _reason(err):
 
 
 class Agent:
+    # Cancelling ComfyUI prompts (timed-out jobs, runs orphaned by a restart): how long the worker waits for one
+    # to leave ComfyUI's queue, how often one not confirmed yet is tried again while idle (and after ComfyUI could
+    # not be reached), and when one never confirmed is given up (its outputs removed all the same).
+    CANCEL_WAIT_S = 10.0
+    CANCEL_RETRY_S = 2.0
+    CANCEL_BACKOFF_S = 15.0
+    CANCEL_GIVE_UP_S = 6 * 3600.0
+    _settle_after = 0.0
+    _CANCEL_REASONS = {"timeout": "the job timed out", "lost": "ComfyUI was lost",
+                       "restart": "left by an agent restart", "error": "an agent error"}
+    _CANCEL_OUTCOMES = {"deleted": "removed from ComfyUI's queue before it ran",
+                        "interrupted": "interrupted while it ran",
+                        "finished": "it ended before the interrupt took effect",
+                        "given up": "not confirmed gone after {age:.0f}s; given up"}
+
     def __init__(self, cfg, s3=None):
         self.cfg = cfg
         os.makedirs(cfg["state_dir"], exist_ok=True)
@@ -173,7 +190,8 @@ class Agent:
             now = time.time()
             doc = {"job_id": job_id, "state": "queued", "created_at": now, "updated_at": now, "started_at": None,
                    "finished_at": None, "attempts": 0, "progress": None, "timings": {}, "outputs": [],
-                   "output_keys": [], "assets": [], "error": None, "error_phase": None, "prompt_id": None,
+                   "output_keys": [], "assets": [], "error": None, "error_detail": None, "error_phase": None,
+                   "prompt_id": None,
                    "seed": spec["parameters"]["seed"], "notes": [], "marks": {"accepted": now},
                    "callback": {"url": spec["callback_url"], "state": "pending", "attempts": 0,
                                 "last_error": None} if spec["callback_url"] else None}
@@ -193,7 +211,13 @@ class Agent:
     # ------------------------------------------------------------------ worker
     def _worker_loop(self):
         while not self.stopping.is_set():
+            # Prompts left in ComfyUI (a timed-out job, a run orphaned by a restart) are cancelled and their outputs
+            # removed before the next job (waiting a bounded time), and tried again every few seconds while idle.
+            unsettled = self._settle_prompts(wait=self.CANCEL_WAIT_S if self.queue else 0.0)
             with self.cond:
+                if unsettled and not self.queue and not self.stopping.is_set():
+                    self.cond.wait(self.CANCEL_RETRY_S)
+                    continue
                 while not self.queue and not self.stopping.is_set():
                     self.cond.wait(1.0)
                 if self.stopping.is_set():
@@ -217,9 +241,9 @@ class Agent:
         marks = dict(doc.get("marks") or {}, started=started)
         transfer = {"download_s": 0.0, "upload_s": 0.0}
         self.store.update(job_id, state="staging", started_at=started, timings=timings, marks=marks, error=None,
-                          error_phase=None, progress=None)
+                          error_detail=None, error_phase=None, progress=None)
         log.info("job %s: staging (attempt %d)", job_id, attempt)
-        phase, failure, t_phase = "staging", None, time.time()
+        phase, failure, detail, t_phase = "staging", None, None, time.time()
         run_dir = f"{job_id}.a{attempt}"
         job_dir = os.path.join(self.cfg["comfyui.output_dir"], OUTPUT_SUBDIR, run_dir)
         try:
@@ -256,7 +280,8 @@ class Agent:
             self.metrics.observe("phase_seconds", timings["uploading_s"], phase="uploading")
             self.store.update(job_id, outputs=outputs, output_keys=[o["key"] for o in outputs])
         except Exception as err:  # noqa: BLE001 - every failure ends the job with a reason
-            failure = f"{phase} failed: {_reason(err)}"
+            failure = f"{phase} failed: {one_line(_reason(err))}"  # one line; the full text in error_detail
+            detail = failure_detail(err)
             if not isinstance(err, (GpuWorkerError, WorkflowError, JobFailed)):
                 log.error("job %s: %s\n%s", job_id, failure, traceback.format_exc())
             else:
@@ -282,7 +307,7 @@ class Agent:
         self._durations.append(finished - started)
         state = "failed" if failure else "done"
         self.store.update(job_id, state=state, finished_at=finished, timings=timings, marks=marks,
-                          transfer=transfer, error=failure, error_phase=phase if failure else None,
+                          transfer=transfer, error=failure, error_detail=detail, error_phase=phase if failure else None,
                           progress=None if failure else {"value": 1, "max": 1, "fraction": 1.0, "node": None})
         self.metrics.inc("jobs_total", outcome=state)
         log.info("job %s: %s in %.2fs%s", job_id, state, finished - started, (": " + failure) if failure else "")
@@ -303,7 +328,7 @@ class Agent:
                     ws = client.connect_ws()
                 except (OSError, WebSocketClosed, ValueError):
                     ws = None
-                prompt_id = client.submit(workflow)
+                prompt_id = self._submit(client, job_id, workflow)
                 break
             except ComfyConnectionError as err:
                 if ws is not None:
@@ -332,16 +357,102 @@ class Agent:
                                  on_progress=on_progress, ws=ws,
                                  unreachable_grace=self.cfg["comfyui.unreachable_grace"])
         except WorkflowTimeoutError:
-            try:
-                client.interrupt()
-            except GpuWorkerError:
-                pass
+            # Never a global interrupt (it would stop another client's run): this prompt only, deleted from the
+            # queue if it still waits there, and its outputs removed once ComfyUI confirms it is gone.
+            self.store.cancel_prompt(prompt_id, "timeout")
+            self._settle_prompts(wait=self.CANCEL_WAIT_S, only=prompt_id)
             raise
         except ComfyConnectionError as err:
+            self.store.cancel_prompt(prompt_id, "lost")  # cancelled, outputs removed, once ComfyUI answers again
             raise JobFailed(f"lost ComfyUI while rendering (crashed or stopped?): {err.message}") from err
+        except Exception:
+            self.store.cancel_prompt(prompt_id, "error")
+            raise
+        self.store.forget_prompt(prompt_id)  # the run has ended in ComfyUI
         marks["comfy_done"] = time.time()
+        check_partial_run(client.last_node_errors, workflow, result)  # dropped outputs fail the job
         comfy_client.raise_for_result(result)
         return result
+
+    def _submit(self, client, job_id, workflow):
+        """Submit under a prompt id recorded first: a crash at any later point leaves it known, to be cancelled."""
+        attempt = (self.store.get(job_id) or {}).get("attempts") or 1
+        run_dir = f"{job_id}.a{attempt}"
+        chosen = str(uuid.uuid4())
+        self.store.record_prompt(chosen, job_id, attempt, run_dir)
+        try:
+            prompt_id = client.submit(workflow, prompt_id=chosen)
+        except ComfyConnectionError:
+            self.store.cancel_prompt(chosen, "lost")  # the request may have reached ComfyUI
+            raise
+        except Exception:
+            self.store.forget_prompt(chosen)  # rejected: nothing was queued
+            raise
+        if prompt_id != chosen:  # a ComfyUI that does not take the id it is given
+            self.store.forget_prompt(chosen)
+            self.store.record_prompt(prompt_id, job_id, attempt, run_dir)
+        return prompt_id
+
+    def _settle_prompts(self, wait=0.0, only=None):
+        """Cancel the prompts marked ``cancel`` (delete from the queue + targeted interrupt: never another client's
+        run) and, once ComfyUI confirms one is gone, remove its output folder and note it in the job.
+
+        Waits up to ``wait`` seconds for each. One not confirmed stays recorded and is tried again later (after
+        ``CANCEL_BACKOFF_S`` when ComfyUI could not be reached), until ``CANCEL_GIVE_UP_S``. Returns how many are
+        left. Runs in the worker thread only.
+        """
+        try:
+            rows = [r for r in self.store.prompts(state="cancel") if only is None or r["prompt_id"] == only]
+            if not rows or (only is None and time.time() < self._settle_after):
+                return len(rows)
+            client = comfy_client.ComfyClient(self.cfg["comfyui.url"], timeout=min(5.0, self.cfg["comfyui.timeout"]))
+            left = 0
+            unreachable = False
+            for row in rows:
+                if self.stopping.is_set():
+                    left += 1
+                    continue
+                outcome = None
+                if not unreachable:
+                    try:
+                        outcome = client.cancel(row["prompt_id"], wait=wait)
+                    except GpuWorkerError as err:  # ComfyUI down: the other rows are not tried now either
+                        unreachable = True
+                        self._settle_after = time.time() + self.CANCEL_BACKOFF_S
+                        log.warning("job %s: cannot cancel ComfyUI prompt %s yet: %s", row["job_id"],
+                                    row["prompt_id"], err)
+                if outcome in (None, "running", "pending"):
+                    if time.time() - row["created"] < self.CANCEL_GIVE_UP_S:
+                        left += 1
+                        continue
+                    outcome = "given up"
+                self._close_prompt(row, outcome)
+            return left
+        except Exception:  # noqa: BLE001 - the worker goes on; the rows stay for the next try
+            log.error("cancelling ComfyUI prompts failed:\n%s", traceback.format_exc())
+            return 1
+
+    def _close_prompt(self, row, outcome):
+        files = 0
+        run_dir = row["run_dir"]
+        if run_dir and os.path.basename(run_dir) == run_dir and run_dir not in (".", "..") \
+                and not self.cfg["jobs.keep_outputs"]:
+            path = os.path.join(self.cfg["comfyui.output_dir"], OUTPUT_SUBDIR, run_dir)
+            files = sum(len(names) for _root, _dirs, names in os.walk(path))
+            remove_tree(path)
+        self.store.forget_prompt(row["prompt_id"])
+        if outcome == "gone":  # never queued, or ComfyUI restarted meanwhile: nothing to say
+            log.info("job %s: ComfyUI prompt %s is not in ComfyUI (any more)", row["job_id"], row["prompt_id"])
+            return
+        note = "ComfyUI prompt {} of attempt {} ({}) cancelled: {}".format(
+            row["prompt_id"], row["attempt"], self._CANCEL_REASONS.get(row["reason"], str(row["reason"])),
+            self._CANCEL_OUTCOMES.get(outcome, outcome).format(age=time.time() - row["created"]))
+        if files:
+            note += f"; the {files} output file(s) it wrote were removed"
+        log.warning("job %s: %s", row["job_id"], note)
+        doc = self.store.get(row["job_id"])
+        if doc is not None:
+            self.store.update(row["job_id"], notes=list(doc.get("notes") or []) + [note])
 
     def _upload(self, job_id, spec, result, job_dir):
         out_root = os.path.realpath(self.cfg["comfyui.output_dir"])

@@ -17,6 +17,11 @@ description:
   - A workflow rejected by ComfyUI fails the task with one readable line per problem (which node, which
     input, what is wrong, and for a missing model which sync command places it); the raw C(node_errors)
     are returned too.
+  - When only some outputs are invalid, ComfyUI accepts the workflow, drops those outputs and runs the rest.
+    The task then fails (status V(partial), naming the invalid nodes and the dropped outputs) once the rest has
+    run, unless O(allow_partial=true).
+  - A failed run's C(msg) is one line (the node, the file it was loading, the first line of ComfyUI's
+    message); ComfyUI's full message is returned as RV(error_detail).
   - A workflow saved in the UI (graph) format is refused with a message saying how to export the API format.
   - The workflow is read from O(path) on the managed node or given inline as O(workflow). For a file on
     the controller use O(workflow) with C(lookup('file', 'x.json')).
@@ -80,6 +85,14 @@ options:
     description: Follow the run over the websocket; V(false) polls C(/history) only.
     type: bool
     default: true
+  allow_partial:
+    description:
+      - Accept a run that ComfyUI only partly accepted (its answer listed C(node_errors), so it dropped the
+        outputs behind the invalid nodes and ran the rest). The task succeeds with a warning and returns
+        RV(problems), RV(node_errors) and RV(dropped_outputs).
+      - With V(false) such a run fails the task (status V(partial)), also with O(wait=false).
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -120,6 +133,12 @@ EXAMPLES = r"""
     path: /srv/workflows/batch.json
     wait: false
 
+- name: Run a workflow whose optional outputs may be invalid on this node (the valid ones still run)
+  visionsuit.gpuworker.comfyui_workflow:
+    path: /srv/workflows/multi-output.json
+    allow_partial: true
+  register: run
+
 - name: Validate only (node types and model names against the server), submit nothing
   visionsuit.gpuworker.comfyui_workflow:
     path: /opt/visionsuit-gpuworker/workflows/validation.json
@@ -133,8 +152,9 @@ prompt_id:
   type: str
   sample: 7a25c2e9-d2d4-45c7-b191-6d216ebf9386
 status:
-  description: V(success), V(error), V(interrupted), V(queued) (O(wait=false)), V(invalid) (rejected), or
-    V(valid) (check mode).
+  description: V(success), V(error), V(interrupted), V(queued) (O(wait=false)), V(invalid) (rejected),
+    V(partial) (ComfyUI dropped invalid outputs and O(allow_partial=false); the task failed), or V(valid)
+    (check mode).
   returned: always
   type: str
   sample: success
@@ -171,22 +191,43 @@ assets:
   elements: str
   sample: [validation_00001_.png]
 error:
-  description: For a failed run, the node that failed and the exception.
+  description: For a failed run, the node that failed and the exception (C(current_inputs) holds the node's
+    plain input values, such as the C(ckpt_name) it was loading).
   returned: when status is error or interrupted
   type: dict
   sample: {node_id: "4", node_type: CheckpointLoaderSimple, exception_type: SafetensorError,
-           exception_message: "Error while deserializing header: header too large"}
+           exception_message: "Error while deserializing header: header too large",
+           current_inputs: {ckpt_name: [sdxl_base.safetensors]}}
+error_detail:
+  description: ComfyUI's full exception message of the node that failed, which can span several lines (the
+    task's C(msg) holds only its first line).
+  returned: when status is error
+  type: str
+  sample: "Weights only load failed. Re-running `torch.load` with `weights_only` set to `False` will likely
+    succeed, ...\n Please file an issue with the following ..."
 node_errors:
   description: ComfyUI's raw validation errors, keyed by node id.
-  returned: when the workflow is rejected
+  returned: when the workflow is rejected, or partly rejected (status V(partial), or O(allow_partial=true))
   type: dict
 problems:
   description: One readable line per validation problem.
-  returned: when the workflow is rejected
+  returned: when the workflow is rejected, or partly rejected (status V(partial), or O(allow_partial=true))
   type: list
   elements: str
   sample: ["node 4 (CheckpointLoaderSimple) input ckpt_name: value 'x.safetensors' not in list (available: none)
            — the checkpoint is not present on the node; sync it with sync-checkpoints"]
+dropped_outputs:
+  description: The output node ids ComfyUI dropped from a partly rejected workflow (it ran the rest).
+  returned: when the workflow is partly rejected
+  type: list
+  elements: str
+  sample: ["9"]
+run_status:
+  description: For a partly rejected workflow that failed the task, the status of the part that ran
+    (V(success), V(error), V(interrupted), or V(queued) with O(wait=false)).
+  returned: when status is partial
+  type: str
+  sample: success
 timings:
   description: C(wait_s) (seconds spent waiting) and C(execution_s) (ComfyUI's own timing, when known).
   returned: when the run finished
@@ -217,6 +258,7 @@ from ansible_collections.visionsuit.gpuworker.plugins.module_utils.comfyui.error
 )
 from ansible_collections.visionsuit.gpuworker.plugins.module_utils.comfyui.workflow import (  # noqa: E402
     apply_overrides,
+    check_partial_run,
     load_workflow,
     output_identifier,
 )
@@ -237,6 +279,16 @@ def _load(module):
     return apply_overrides(workflow, params["overrides"] or {})
 
 
+def _partial(module, client, workflow, result):
+    """Fail (or, with allow_partial, warn) when ComfyUI dropped invalid outputs of the workflow."""
+    partial = check_partial_run(client.last_node_errors, workflow, result,
+                                allow_partial=module.params["allow_partial"])
+    if partial is not None:
+        result.update(node_errors=partial.node_errors, problems=partial.lines,
+                      dropped_outputs=partial.dropped_outputs)
+        module.warn(str(partial))
+
+
 def _run(module):
     params = module.params
     workflow = _load(module)
@@ -255,12 +307,14 @@ def _run(module):
     if not params["wait"]:
         prompt_id = client.submit(workflow)
         result.update(changed=True, prompt_id=prompt_id, status="queued")
+        _partial(module, client, workflow, result)
         return result
     run = run_workflow(client, workflow, timeout=params["timeout"], interval=params["poll_interval"],
                        use_websocket=params["websocket"])
     result.update(run)
     result["changed"] = True
     result["assets"] = [output_identifier(o) for o in run["outputs"] if o.get("filename")]
+    _partial(module, client, workflow, result)
     if run["status"] != "success":
         raise WorkflowExecutionError(dict(result))
     return result
@@ -280,6 +334,7 @@ def main():
             wait=dict(type="bool", default=True),
             poll_interval=dict(type="float", default=1.0),
             websocket=dict(type="bool", default=True),
+            allow_partial=dict(type="bool", default=False),
         ),
         mutually_exclusive=[("workflow", "path")],
         required_one_of=[("workflow", "path")],

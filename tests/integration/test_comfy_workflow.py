@@ -301,3 +301,106 @@ def test_cli_export_dir_downloads_outputs_from_minio(standin_factory, tmp_path, 
     assert proc.returncode == 1
     assert "--export-dir" in proc.stderr
     assert len(history(srv)) == 1
+
+
+# ---------------------------------------------------------------------------------------- partial runs, one-line errors
+# One valid output (node 2) and one whose checkpoint is missing (node 9): ComfyUI answers 200 with node_errors
+# for node 4, drops output 9 and runs output 2.
+PARTIAL_WF = dict(SIMPLE_WF, **MISSING_CKPT_WF)
+DROPPED = "ComfyUI rejected part of the workflow and dropped output node 9 (SaveImage)"
+# torch.load(weights_only=True) refusing a pickled checkpoint, as ComfyUI reports it (3 newlines, ~600 chars)
+TORCH_WEIGHTS_ONLY = (
+    "Weights only load failed. Re-running `torch.load` with `weights_only` set to `False` will likely succeed, "
+    "but it can result in arbitrary code execution. Do it only if you got the file from a trusted source.\n"
+    " Please file an issue with the following so that we can make `weights_only=True` compatible with your use "
+    "case: WeightsUnpickler error: Unsupported global: GLOBAL pytorch_lightning.callbacks.model_checkpoint."
+    "ModelCheckpoint was not an allowed global by default. Please use `torch.serialization.add_safe_globals("
+    "[ModelCheckpoint])` to allowlist this global if you trust this class/function.\n\n"
+    "Check the documentation of torch.load to learn more about types accepted by default with weights_only "
+    "https://pytorch.org/docs/stable/generated/torch.load.html.")
+LOAD_FAILED = ("failed on node 4 (CheckpointLoaderSimple) loading ckpt_name 'old.ckpt': standin.executor."
+               "InjectedFailure: Weights only load failed. Re-running `torch.load` with `weights_only` set to "
+               "`False` will likely succeed, but it can result in arbitrary code execution. Do it only if you got "
+               "the file from a trusted source. (+2 more lines)")
+
+
+def _fail_load_multiline(srv):
+    srv.add_model("checkpoints", "old.ckpt", content=b"\x80\x02}q\x00.")
+    srv.control(fail_node="CheckpointLoaderSimple", fail_message=TORCH_WEIGHTS_ONLY)
+    wf = json.loads(json.dumps(MISSING_CKPT_WF))
+    wf["4"]["inputs"]["ckpt_name"] = "old.ckpt"
+    return wf
+
+
+def test_cli_partly_rejected_workflow_exit_3_unless_allowed(standin_factory, tmp_path):
+    srv = standin_factory()
+    wf = write_wf(tmp_path, PARTIAL_WF)
+    proc = run_cli("--workflow", wf, "--interval", "0.2", *cli_target(srv))
+    assert proc.returncode == 3, (proc.stdout, proc.stderr)
+    lines = proc.stderr.splitlines()
+    assert lines[:2] == ["test-run-workflow: " + DROPPED + ":", "  " + MISSING_CKPT_LINE]
+    assert "--allow-partial" in lines[2]
+    assert proc.stdout == ""
+    (entry,) = history(srv).values()  # the valid part ran: the failure is reported once it is done
+    assert entry["status"]["status_str"] == "success"
+    proc = run_cli("--workflow", wf, "--json", *cli_target(srv))
+    assert proc.returncode == 3
+    summary = json.loads(proc.stdout)
+    assert summary["status"] == "partial" and summary["dropped_outputs"] == ["9"]
+    assert summary["problems"] == [MISSING_CKPT_LINE] and list(summary["node_errors"]) == ["4"]
+    proc = run_cli("--workflow", wf, "--allow-partial", "--set", "2.filename_prefix=part", *cli_target(srv))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["part_00001_.png"]
+    assert proc.stderr.splitlines() == ["test-run-workflow: warning: " + DROPPED + ":", "  " + MISSING_CKPT_LINE]
+
+
+def test_cli_check_names_the_local_precheck(comfy_standin, tmp_path):
+    proc = run_cli("--workflow", write_wf(tmp_path, MISSING_CKPT_WF), "--check", *cli_target(comfy_standin))
+    assert proc.returncode == 3
+    assert proc.stderr.splitlines() == [
+        "test-run-workflow: the local pre-check against ComfyUI's /object_info found problems (nothing was queued):",
+        "  " + MISSING_CKPT_LINE]
+    assert "ComfyUI rejected" not in proc.stderr
+    assert history(comfy_standin) == {}
+
+
+def test_cli_multiline_comfyui_error_is_one_line(standin_factory, tmp_path):
+    srv = standin_factory()
+    wf = write_wf(tmp_path, _fail_load_multiline(srv))
+    proc = run_cli("--workflow", wf, "--json", *cli_target(srv))
+    assert proc.returncode == 4, proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("test-run-workflow: workflow ") and line.endswith(LOAD_FAILED)
+    assert json.loads(proc.stdout)["error"]["exception_message"] == TORCH_WEIGHTS_ONLY
+    proc = run_cli("--workflow", wf, "--verbose", "--no-websocket", *cli_target(srv))  # the full text on request
+    assert proc.returncode == 4
+    assert TORCH_WEIGHTS_ONLY in proc.stderr
+
+
+def test_module_partly_rejected_workflow_and_allow_partial(standin_factory, collections_path):
+    srv = standin_factory()
+    res = run_module(collections_path, {"workflow": PARTIAL_WF, "port": srv.port, "poll_interval": 0.2})
+    assert res["failed"] is True
+    assert res["msg"] == DROPPED + ": " + MISSING_CKPT_LINE
+    assert res["status"] == "partial" and res["run_status"] == "success"
+    assert res["dropped_outputs"] == ["9"] and res["problems"] == [MISSING_CKPT_LINE]
+    assert res["node_errors"]["4"]["class_type"] == "CheckpointLoaderSimple"
+    assert res["prompt_id"] in history(srv)
+    res = run_module(collections_path, {"workflow": PARTIAL_WF, "port": srv.port, "allow_partial": True,
+                                        "overrides": {"2": {"filename_prefix": "mod"}}})
+    assert not res.get("failed"), res
+    assert res["status"] == "success" and res["assets"] == ["mod_00001_.png"]
+    assert res["dropped_outputs"] == ["9"] and res["problems"] == [MISSING_CKPT_LINE]
+    assert any(DROPPED in w for w in res.get("warnings", [])), res.get("warnings")
+    res = run_module(collections_path, {"workflow": PARTIAL_WF, "port": srv.port, "wait": False})
+    assert res["failed"] is True and res["status"] == "partial" and res["run_status"] == "queued"
+
+
+def test_module_multiline_comfyui_error_msg_is_one_line(standin_factory, collections_path):
+    srv = standin_factory()
+    wf = _fail_load_multiline(srv)
+    res = run_module(collections_path, {"workflow": wf, "port": srv.port})
+    assert res["failed"] is True and res["status"] == "error"
+    assert "\n" not in res["msg"] and res["msg"].endswith(LOAD_FAILED)
+    assert res["error_detail"] == TORCH_WEIGHTS_ONLY
+    assert res["error"]["current_inputs"] == {"ckpt_name": ["old.ckpt"]}

@@ -310,6 +310,183 @@ def test_unreachable_server_is_a_connection_error():
     assert exc.value.exit_code == 6 and "cannot reach ComfyUI" in str(exc.value)
 
 
+# ---- queue calls: interrupt, delete, queue state, cancel ----------------------------------------
+
+class _FakeComfy:
+    """A small ComfyUI on 127.0.0.1 for the queue calls: records every request; ``running``/``pending``/``history``
+    answer ``GET /queue`` and ``/history/<id>``. As ComfyUI 0.3.64: ``POST /queue {"delete": [...]}`` removes
+    pending prompts only; ``POST /interrupt`` with a ``prompt_id`` acts only when that prompt runs, without one it
+    stops whatever runs (``interrupt_takes`` False: the run goes on, as when a node does not check the flag)."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests, self.running, self.pending, self.history = [], [], [], {}
+        self.interrupt_takes = True
+        self.lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _reply(self, status, obj=None):
+                body = b"" if obj is None else json.dumps(obj).encode()
+                self.send_response(status)
+                if obj is not None:
+                    self.send_header("Content-Type", "application/json; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):  # noqa: N802
+                with fake.lock:
+                    fake.requests.append(("GET", self.path, None, None))
+                    if self.path == "/queue":
+                        return self._reply(200, {"queue_running": [[0, p, {}, {}, []] for p in fake.running],
+                                                 "queue_pending": [[n, p, {}, {}, []] for n, p in fake.pending]})
+                    if self.path.startswith("/history/"):
+                        pid = self.path[len("/history/"):]
+                        return self._reply(200, {pid: fake.history[pid]} if pid in fake.history else {})
+                return self._reply(404)
+
+            def do_POST(self):  # noqa: N802
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with fake.lock:
+                    fake.requests.append(("POST", self.path, raw, self.headers.get("Content-Type")))
+                    body = json.loads(raw) if raw.strip() else {}
+                    if self.path == "/prompt":
+                        return self._reply(200, {"prompt_id": body.get("prompt_id") or "server-made",
+                                                 "number": 1, "node_errors": {}})
+                    if self.path == "/queue":
+                        fake.pending = [(n, p) for n, p in fake.pending if p not in body.get("delete", [])]
+                    elif self.path == "/interrupt" and fake.running and fake.interrupt_takes:
+                        pid = body.get("prompt_id")
+                        if not pid or pid in fake.running:
+                            stopped = fake.running.pop(0)
+                            fake.history[stopped] = _history_entry(stopped, "execution_interrupted")
+                return self._reply(200)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d" % self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def posts(self, path=None):
+        return [r for r in self.requests if r[0] == "POST" and (path is None or r[1] == path)]
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _history_entry(prompt_id, last):
+    status = "success" if last == "execution_success" else "error"
+    return {"prompt": [0, prompt_id, {}, {}, []], "outputs": {},
+            "status": {"status_str": status, "completed": status == "success",
+                       "messages": [["execution_start", {"prompt_id": prompt_id, "timestamp": 1}],
+                                    [last, {"prompt_id": prompt_id, "node_id": "3", "node_type": "ImageBlur",
+                                            "executed": ["1", "2"], "timestamp": 2}]]}}
+
+
+@pytest.fixture
+def fake_comfy():
+    fake = _FakeComfy()
+    yield fake
+    fake.close()
+
+
+def test_interrupt_is_targeted_when_given_a_prompt_id(fake_comfy):
+    client = cc.ComfyClient(fake_comfy.url, timeout=5)
+    client.interrupt("p-1")
+    client.interrupt()
+    (_, _, targeted, ctype), (_, _, plain, _) = fake_comfy.posts("/interrupt")
+    assert json.loads(targeted) == {"prompt_id": "p-1"} and ctype == "application/json"
+    assert plain == b""   # no prompt_id: ComfyUI's global interrupt ("Global interrupt (no prompt_id specified)")
+
+
+def test_delete_from_queue_and_queue_state_counting_the_running_prompt(fake_comfy):
+    client = cc.ComfyClient(fake_comfy.url, timeout=5)
+    fake_comfy.running = ["other"]
+    fake_comfy.pending = [(7, "mine"), (3, "b"), (5, "c")]
+    assert client.queue_state("other") == "running"
+    assert client.queue_state("b") == "pending (1 ahead)"       # the running prompt is ahead of it too
+    assert client.queue_state("mine") == "pending (3 ahead)"
+    assert client.queue_state("nope") == "absent"
+    client.delete_from_queue(["mine", "other"])
+    assert [json.loads(r[2]) for r in fake_comfy.posts("/queue")] == [{"delete": ["mine", "other"]}]
+    assert client.queue_state("mine") == "absent" and client.queue_state("other") == "running"
+    client.delete_from_queue([])
+    assert len(fake_comfy.posts("/queue")) == 1   # nothing to delete: no request
+    assert client.queue()["queue_running"][0][1] == "other"
+
+
+def test_timeout_message_counts_the_running_prompt(fake_comfy):
+    client = cc.ComfyClient(fake_comfy.url, timeout=5)
+    fake_comfy.running = ["other"]
+    fake_comfy.pending = [(1, "mine")]
+    with pytest.raises(ce.WorkflowTimeoutError) as exc:
+        client.wait("mine", timeout=0.3, interval=0.05, use_websocket=False)
+    assert "last known state: pending (1 ahead)" in str(exc.value)
+    assert fake_comfy.posts() == []   # waiting never interrupts anything
+
+
+def test_submit_sends_the_chosen_prompt_id(fake_comfy):
+    client = cc.ComfyClient(fake_comfy.url, timeout=5)
+    assert client.submit(API_WF, prompt_id="chosen-1") == "chosen-1"
+    assert client.submit(API_WF) == "server-made"
+    first, second = (json.loads(r[2]) for r in fake_comfy.posts("/prompt"))
+    assert first["prompt_id"] == "chosen-1" and "prompt_id" not in second
+
+
+def test_cancel_deletes_a_pending_prompt_and_spares_the_running_one(fake_comfy):
+    client = cc.ComfyClient(fake_comfy.url, timeout=5)
+    fake_comfy.running = ["other"]
+    fake_comfy.pending = [(1, "mine")]
+    assert client.cancel("mine", wait=2, interval=0.05) == "deleted"
+    assert fake_comfy.running == ["other"] and fake_comfy.pending == []
+    posts = [(r[1], json.loads(r[2]) if r[2] else None) for r in fake_comfy.posts()]
+    # the delete comes first, so the prompt cannot start between the interrupt and the delete
+    assert posts[0] == ("/queue", {"delete": ["mine"]})
+    assert all(body == {"prompt_id": "mine"} for path, body in posts if path == "/interrupt")
+
+
+def test_cancel_interrupts_its_own_running_prompt(fake_comfy):
+    client = cc.ComfyClient(fake_comfy.url, timeout=5)
+    fake_comfy.running = ["mine"]
+    fake_comfy.pending = [(1, "next")]
+    assert client.cancel("mine", wait=2, interval=0.05) == "interrupted"
+    assert fake_comfy.pending == [(1, "next")]
+
+
+def test_cancel_of_a_finished_or_unknown_prompt(fake_comfy):
+    client = cc.ComfyClient(fake_comfy.url, timeout=5)
+    fake_comfy.history["done"] = _history_entry("done", "execution_success")
+    fake_comfy.running = ["other"]
+    assert client.cancel("done", wait=1, interval=0.05) == "finished"
+    assert client.cancel("never-seen", wait=1, interval=0.05) == "gone"
+    assert fake_comfy.running == ["other"]
+
+
+def test_cancel_repeats_the_targeted_interrupt_then_gives_up(fake_comfy):
+    client = cc.ComfyClient(fake_comfy.url, timeout=5)
+    fake_comfy.running = ["mine"]
+    fake_comfy.interrupt_takes = False   # a node that does not look at the interrupt flag
+    assert client.cancel("mine", wait=0.4, interval=0.05) == "running"
+    interrupts = fake_comfy.posts("/interrupt")
+    assert len(interrupts) >= 2 and all(json.loads(r[2]) == {"prompt_id": "mine"} for r in interrupts)
+
+
+def test_cancel_raises_when_comfyui_is_unreachable():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    with pytest.raises(ce.ComfyConnectionError):
+        cc.ComfyClient(f"http://127.0.0.1:{port}", timeout=2).cancel("x", wait=0.2)
+
+
 # ---- websocket framing ---------------------------------------------------------------------------
 
 def _server_frame(opcode, payload, fin=True):
@@ -419,3 +596,115 @@ def test_websocket_refused_upgrade():
         cws.WebSocket(f"ws://127.0.0.1:{port}/ws", timeout=5)
     thread.join(5)
     listener.close()
+
+
+# ---- partly rejected workflows, one-line failure messages ------------------------------------------
+
+# ComfyUI answers 200 with node_errors when only some outputs are invalid: it drops those and runs the rest
+# (same shape as post_prompt_a_valid's answer, node_errors as in post_prompt_b_missing_ckpt's 400).
+PARTIAL_200 = {"prompt_id": "p-partial", "number": 3, "node_errors": MISSING_CKPT_400["node_errors"]}
+PARTIAL_WF = {
+    "1": {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 32, "batch_size": 1, "color": 255}},
+    "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "ok"}},
+    "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "x.safetensors"}},
+    "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+    "8": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["4", 2]}},
+    "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "bad"}},
+}
+# torch.load(weights_only=True) refusing a pickled checkpoint, as ComfyUI reports it (3 newlines, ~600 chars)
+TORCH_WEIGHTS_ONLY = (
+    "Weights only load failed. Re-running `torch.load` with `weights_only` set to `False` will likely succeed, "
+    "but it can result in arbitrary code execution. Do it only if you got the file from a trusted source.\n"
+    " Please file an issue with the following so that we can make `weights_only=True` compatible with your use "
+    "case: WeightsUnpickler error: Unsupported global: GLOBAL pytorch_lightning.callbacks.model_checkpoint."
+    "ModelCheckpoint was not an allowed global by default. Please use `torch.serialization.add_safe_globals("
+    "[ModelCheckpoint])` to allowlist this global if you trust this class/function.\n\n"
+    "Check the documentation of torch.load to learn more about types accepted by default with weights_only "
+    "https://pytorch.org/docs/stable/generated/torch.load.html.")
+
+
+def test_partly_rejected_workflow_fails_by_default():
+    ok = {"prompt_id": "p-partial", "status": "success", "outputs": [
+        {"node_id": "2", "kind": "images", "filename": "ok_00001_.png", "subfolder": "", "type": "output"}],
+        "error": None, "timings": {}}
+    assert cw.check_partial_run({}, PARTIAL_WF, ok) is None
+    with pytest.raises(ce.WorkflowValidationError) as exc:
+        cw.check_partial_run(PARTIAL_200["node_errors"], PARTIAL_WF, ok)
+    err = exc.value
+    assert isinstance(err, ce.WorkflowPartlyRejectedError) and err.exit_code == ce.EXIT_VALIDATION == 3
+    assert str(err) == (
+        "ComfyUI rejected part of the workflow and dropped output node 9 (SaveImage): node 4 "
+        "(CheckpointLoaderSimple) input ckpt_name: value 'x.safetensors' not in list (available: none) — the "
+        "checkpoint is not present on the node; sync it with sync-checkpoints")
+    assert "\n" not in str(err)
+    assert err.dropped_outputs == ["9"]
+    assert err.details["status"] == "partial" and err.details["run_status"] == "success"
+    assert err.details["prompt_id"] == "p-partial" and err.details["outputs"] == ok["outputs"]
+    assert err.details["node_errors"] == PARTIAL_200["node_errors"] and err.details["problems"] == err.lines
+    # allowed: no exception, the error object describes what was dropped
+    allowed = cw.check_partial_run(PARTIAL_200["node_errors"], PARTIAL_WF, ok, allow_partial=True)
+    assert allowed.dropped_outputs == ["9"] and allowed.lines == err.lines
+
+
+def test_precheck_failure_names_the_local_precheck():
+    class FakeClient:
+        def object_info(self, node=None):
+            return {node: CKPT_INFO[node]} if node in CKPT_INFO else {}
+
+    wf = {"4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "x.safetensors"}}}
+    with pytest.raises(ce.WorkflowValidationError) as exc:
+        cc.check_workflow(FakeClient(), wf)
+    err = exc.value
+    assert err.summary == "the local pre-check against ComfyUI's /object_info found problems (nothing was queued)"
+    assert str(err).startswith(err.summary + ": node 4 (CheckpointLoaderSimple) input ckpt_name")
+    assert "rejected" not in str(err)
+    # ComfyUI's own rejection keeps its wording
+    assert ce.WorkflowValidationError(MISSING_CKPT_400["error"], MISSING_CKPT_400["node_errors"]).summary == (
+        "ComfyUI rejected the workflow")
+
+
+def test_multiline_execution_error_is_one_line(shared_captures):
+    """The captured execution_error message of run (d), once as recorded and once with torch's multi-line text."""
+    ws = capture(shared_captures, "ws_d_exec_error_run")
+    (data,) = [m["msg"]["data"] for m in ws["messages"] if m.get("msg", {}).get("type") == "execution_error"]
+    pid = data["prompt_id"]
+    entry = {"outputs": {}, "status": {"status_str": "error", "completed": False,
+                                       "messages": [["execution_error", data]]}}
+    result = cw.result_from_history(pid, entry)
+    assert result["error"]["current_inputs"] == {"ckpt_name": ["a.safetensors"]}
+    assert ce.describe_failure(result) == (
+        "workflow %s failed on node 1 (CheckpointLoaderSimple) loading ckpt_name 'a.safetensors': "
+        "safetensors._safetensors_rust.SafetensorError: Error while deserializing header: header too large" % pid)
+
+    data = dict(data, exception_type="_pickle.UnpicklingError", exception_message=TORCH_WEIGHTS_ONLY + "\n",
+                current_inputs={"ckpt_name": ["old.ckpt"]})
+    entry["status"]["messages"] = [["execution_error", data]]
+    result = cw.result_from_history(pid, entry)
+    line = ce.describe_failure(result)
+    assert "\n" not in line
+    assert line == (
+        "workflow %s failed on node 1 (CheckpointLoaderSimple) loading ckpt_name 'old.ckpt': "
+        "_pickle.UnpicklingError: Weights only load failed. Re-running `torch.load` with `weights_only` set to "
+        "`False` will likely succeed, but it can result in arbitrary code execution. Do it only if you got the "
+        "file from a trusted source. (+2 more lines)" % pid)
+    err = ce.WorkflowExecutionError(result)
+    assert str(err) == line
+    assert err.details["error_detail"] == TORCH_WEIGHTS_ONLY
+    assert ce.failure_detail(err) == TORCH_WEIGHTS_ONLY
+    assert ce.failure_detail(ce.WorkflowTimeoutError("late")) is None
+    assert ce.failure_detail(GpuWorkerError("first\nsecond")) == "first\nsecond"
+    assert ce.one_line("\n\n  first  \n\nsecond\nthird") == "first (+2 more lines)"
+    assert ce.one_line("x" * 50, limit=10) == "xxxxxxx..."
+
+
+def test_execution_error_without_node_or_file_input_stays_one_line():
+    result = {"prompt_id": "p", "status": "error", "error": {
+        "node_id": "3", "node_type": "KSampler", "exception_type": "torch.OutOfMemoryError",
+        "exception_message": "Allocation on device \nThis error means you ran out of memory on your GPU.\n\n"
+                             "TIPS: If the workflow worked before you might have accidentally set the batch_size "
+                             "to a large number.",
+        "current_inputs": {"seed": [42], "model": ["<comfy.model_patcher.ModelPatcher object at 0x7f>"]}}}
+    assert ce.describe_failure(result) == (
+        "workflow p failed on node 3 (KSampler): torch.OutOfMemoryError: Allocation on device (+2 more lines)")
+    lost = {"prompt_id": "p", "status": "error", "error": {"node_id": None, "exception_message": "gone\nfor good"}}
+    assert ce.describe_failure(lost) == "workflow p failed: gone (+1 more line)"

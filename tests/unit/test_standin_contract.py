@@ -387,6 +387,88 @@ def test_interrupt_for_another_prompt_id_is_ignored(standin_factory):
     assert srv.wait_history(pid)["status"]["status_str"] == "success"
 
 
+def _wait_running(srv, prompt_id, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if [i[1] for i in srv.get_json("/queue")["queue_running"]] == [prompt_id]:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"prompt {prompt_id} did not start in {timeout}s")
+
+
+def _last_message(hist):
+    return [m[0] for m in hist["status"]["messages"]][-1]
+
+
+def test_targeted_interrupt_stops_only_the_named_running_prompt(standin_factory):
+    # ComfyUI 0.3.64 (server.py post_interrupt): {"prompt_id": X} interrupts only when X is the running prompt,
+    # else it logs "Prompt X is not currently running, skipping interrupt"; without an id it is global.
+    srv = standin_factory(delay=0.4)
+    first = srv.submit(blur_chain(3, "first"), "someone-else")
+    _wait_running(srv, first)
+    prompt = blur_chain(3, "mine")
+    prompt["1"]["inputs"]["color"] = 6   # not cached from the first run: 5 nodes of 0.4 s, time to interrupt it
+    mine = srv.submit(prompt, CLIENT)
+    resp = srv.request("POST", "/interrupt", body={"prompt_id": mine}, headers={"Content-Type": "application/json"})
+    assert resp.status == 200 and resp.body == b""
+    hist = srv.wait_history(first)
+    assert hist["status"]["status_str"] == "success" and _last_message(hist) == "execution_success"
+    _wait_running(srv, mine)
+    resp = srv.request("POST", "/interrupt", body={"prompt_id": mine}, headers={"Content-Type": "application/json"})
+    assert resp.status == 200 and resp.body == b""
+    hist = srv.wait_history(mine)
+    assert hist["status"]["status_str"] == "error" and _last_message(hist) == "execution_interrupted"
+    assert hist["outputs"] == {}
+    log = srv.log()
+    assert f"Prompt {mine} is not currently running, skipping interrupt" in log
+    assert f"Interrupting prompt {mine}" in log
+    assert "Processing interrupted" in log
+    assert "Global interrupt" not in log
+
+
+@pytest.mark.parametrize("body", [None, b"", b"{}", b"not json", b'{"prompt_id": ""}', b'{"prompt_id": null}'])
+def test_interrupt_without_a_prompt_id_is_global(standin_factory, body):
+    srv = standin_factory(delay=0.4)
+    other = srv.submit(blur_chain(3, "other"), "someone-else")
+    _wait_running(srv, other)
+    resp = srv.request("POST", "/interrupt", body=body)
+    assert resp.status == 200 and resp.body == b""
+    hist = srv.wait_history(other)
+    assert hist["status"]["status_str"] == "error" and _last_message(hist) == "execution_interrupted"
+    assert "Global interrupt (no prompt_id specified)" in srv.log()
+
+
+def test_interrupt_with_a_body_that_is_not_an_object_is_a_500(comfy_standin):
+    # aiohttp's request.json() gives the list; ComfyUI's json_data.get(...) then raises: HTTP 500
+    resp = comfy_standin.request("POST", "/interrupt", body=[1, 2])
+    assert resp.status == 500 and resp.body.startswith(b"500 Internal Server Error")
+    assert "Global interrupt" not in comfy_standin.log()
+
+
+def test_queue_delete_and_clear_spare_the_running_prompt(standin_factory):
+    srv = standin_factory(delay=0.5)
+    running = srv.submit(blur_chain(3, "run"), "someone-else")
+    _wait_running(srv, running)
+    p1, p2, p3 = (srv.submit(empty_image_prompt(f"del{i}"), CLIENT) for i in range(3))
+    resp = srv.request("POST", "/queue", body={"delete": [running, p1, "no-such-prompt"]})
+    assert resp.status == 200 and resp.body == b""
+    queue = srv.get_json("/queue")
+    assert [i[1] for i in queue["queue_running"]] == [running]          # delete never touches the running one
+    assert sorted(i[1] for i in queue["queue_pending"]) == sorted([p2, p3])
+    resp = srv.request("POST", "/queue", body={"clear": True})
+    assert resp.status == 200 and resp.body == b""
+    queue = srv.get_json("/queue")
+    assert [i[1] for i in queue["queue_running"]] == [running] and queue["queue_pending"] == []
+    assert srv.wait_history(running)["status"]["status_str"] == "success"
+    srv.wait_idle()
+    for pid in (p1, p2, p3):
+        assert srv.get_json(f"/history/{pid}") == {}
+    assert srv.state()["executed"] == 1
+    assert not any(p.name.startswith("del") for p in srv.output_dir.glob("*"))
+    # a body that is not JSON is a 500, as aiohttp's request.json() raises in ComfyUI's handler
+    assert srv.request("POST", "/queue", body=b"").status == 500
+
+
 def test_history_max_items_delete_and_clear(comfy_standin):
     srv = comfy_standin
     ids = [srv.submit(empty_image_prompt(f"h{i}")) for i in range(3)]
@@ -550,3 +632,52 @@ def test_ws_client_standalone(comfy_standin):
         assert ws.recv()["data"]["sid"] == "abc"
     finally:
         ws.close()
+
+
+# -------------------------------------------------------------------------------------------- partial runs, long errors
+def test_partly_invalid_prompt_runs_the_valid_outputs_like_comfyui(comfy_standin):
+    """One valid output and one behind a missing checkpoint: ComfyUI 0.3.64's validate_prompt keeps the valid
+    outputs, so POST /prompt answers 200 (keys of post_prompt_a_valid) with node_errors shaped as in
+    post_prompt_b_missing_ckpt's 400, and only the valid output runs."""
+    srv = comfy_standin
+    prompt = empty_image_prompt("ok")
+    prompt.update({
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "missing.safetensors"}},
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["4", 2]}},
+        "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "bad"}},
+    })
+    status, body = srv.post_json("/prompt", {"prompt": prompt, "client_id": CLIENT})
+    assert status == 200 and set(body) == {"prompt_id", "number", "node_errors"}, body
+    assert list(body["node_errors"]) == ["4"]  # the dependants (8, 9) carry no errors of their own
+    entry = body["node_errors"]["4"]
+    assert set(entry) == {"errors", "dependent_outputs", "class_type"}
+    assert entry["class_type"] == "CheckpointLoaderSimple" and entry["dependent_outputs"] == ["9"]
+    (err,) = entry["errors"]
+    assert set(err) == {"type", "message", "details", "extra_info"} and err["type"] == "value_not_in_list"
+    assert err["extra_info"]["received_value"] == "missing.safetensors"
+    hist = srv.wait_history(body["prompt_id"])
+    assert hist["status"]["status_str"] == "success"
+    assert hist["prompt"][4] == ["2"] and list(hist["outputs"]) == ["2"]
+    assert (srv.output_dir / "ok_00001_.png").is_file() and not list(srv.output_dir.glob("bad_*"))
+
+
+def test_fault_fail_message_gives_a_multiline_execution_error(standin_factory):
+    text = "Weights only load failed. Re-running `torch.load` ...\n Please file an issue ...\n\nCheck the docs."
+    srv = standin_factory()
+    srv.add_model("checkpoints", "model.safetensors")
+    srv.add_model("loras", "style.safetensors")
+    state = srv.control(fail_node="CheckpointLoaderSimple", fail_message=text)
+    assert state["faults"]["fail_message"] == text
+    hist = srv.wait_history(srv.submit(txt2img_prompt(), CLIENT))
+    event, data = hist["status"]["messages"][-1]
+    assert event == "execution_error" and (data["node_id"], data["node_type"]) == ("4", "CheckpointLoaderSimple")
+    assert data["exception_message"] == text + "\n"  # ComfyUI appends a newline to the exception text
+    assert data["exception_type"] == "standin.executor.InjectedFailure"
+    assert data["current_inputs"] == {"ckpt_name": ["model.safetensors"]}
+    status, body = srv.post_json("/standin/control", {"fail_message": 3})
+    assert status == 400 and "fail_message" in body["error"]
+    assert "fail_message" not in srv.control(reset=True)["faults"]  # shown only while set
+    srv.control(fail_node="4")
+    hist = srv.wait_history(srv.submit(txt2img_prompt(seed=8), CLIENT))
+    assert "was told to fail" in hist["status"]["messages"][-1][1]["exception_message"]

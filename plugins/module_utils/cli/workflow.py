@@ -7,7 +7,8 @@ Exit codes:
   0  success (the asset identifiers are printed, one per line; ``--json`` prints a JSON summary)
   1  other failure (e.g. the MinIO export after a successful run)
   2  usage / bad input (file missing, not JSON, UI format instead of API format, bad --set)
-  3  validation error (ComfyUI rejected the workflow; node_errors printed readably)
+  3  validation error (ComfyUI rejected the workflow, or part of it: see --allow-partial; or the local
+     --check pre-check found problems; node_errors printed readably)
   4  execution error (a node failed, or the run was interrupted)
   5  timeout
   6  ComfyUI cannot be reached
@@ -23,8 +24,14 @@ import sys
 import time
 
 from ..comfyui.client import DEFAULT_HOST, DEFAULT_PORT, ComfyClient, base_url_from, check_workflow, run_workflow
-from ..comfyui.errors import WorkflowExecutionError, WorkflowInputError, WorkflowValidationError, describe_failure
-from ..comfyui.workflow import apply_overrides, load_workflow, output_identifier, parse_set_options
+from ..comfyui.errors import (
+    WorkflowExecutionError,
+    WorkflowInputError,
+    WorkflowPartlyRejectedError,
+    WorkflowValidationError,
+    describe_failure,
+)
+from ..comfyui.workflow import apply_overrides, check_partial_run, load_workflow, output_identifier, parse_set_options
 from ..errors import GpuWorkerError
 
 PROG = "test-run-workflow"
@@ -33,7 +40,8 @@ EXIT_OTHER = 1
 
 _EPILOG = """exit codes: 0 success, 1 other failure (e.g. the MinIO export), 2 usage or bad input
 (not JSON, UI format instead of API format, bad --set), 3 validation error (ComfyUI rejected the
-workflow), 4 execution error or interrupted run, 5 timeout, 6 ComfyUI cannot be reached"""
+workflow or part of it, or the --check pre-check found problems), 4 execution error or interrupted run,
+5 timeout, 6 ComfyUI cannot be reached"""
 
 
 def build_parser():
@@ -64,6 +72,9 @@ def build_parser():
     parser.add_argument("--check", action="store_true",
                         help="validate against the server's /object_info (node types, model names) "
                              "without queueing anything")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="accept a run that ComfyUI only partly accepted (it dropped the outputs behind invalid "
+                             "nodes and ran the rest): a warning instead of exit code 3")
     parser.add_argument("--no-websocket", action="store_true", help="poll /history only")
     parser.add_argument("-v", "--verbose", action="store_true", help="print progress to stderr")
     return parser
@@ -169,6 +180,13 @@ def main(argv=None):
                               on_progress=progress, use_websocket=not args.no_websocket)
         summary = dict(result)
         summary["assets"] = [output_identifier(o) for o in result["outputs"] if o.get("filename")]
+        partial = check_partial_run(client.last_node_errors, workflow, summary, allow_partial=args.allow_partial)
+        if partial is not None:
+            summary.update(node_errors=partial.node_errors, problems=partial.lines,
+                           dropped_outputs=partial.dropped_outputs)
+            _err("warning: %s:" % partial.summary)
+            for line in partial.lines:
+                sys.stderr.write("  %s\n" % line)
         if result["status"] != "success":
             raise WorkflowExecutionError(result)
         if args.export_dir:
@@ -183,15 +201,22 @@ def main(argv=None):
                     _out("text from node %s: %s" % (out["node_id"], out["text"]))
         return 0
     except WorkflowValidationError as err:
-        _err("ComfyUI rejected the workflow:" if err.lines else str(err))
+        _err(err.summary + ":" if err.lines else str(err))
         for line in err.lines:
             sys.stderr.write("  %s\n" % line)
-        if args.json:
+        if isinstance(err, WorkflowPartlyRejectedError):
+            sys.stderr.write("  the rest of the workflow ran (prompt %s, %s); --allow-partial accepts such a run\n"
+                             % (err.result.get("prompt_id"), err.result.get("status")))
+            if args.json:
+                _out(json.dumps(err.details, indent=2, sort_keys=True))
+        elif args.json:
             _out(json.dumps({"status": "invalid", "problems": err.lines, "node_errors": err.node_errors,
                              "error": err.error}, indent=2, sort_keys=True))
         return err.exit_code
     except WorkflowExecutionError as err:
         _err(describe_failure(err.result))
+        if args.verbose and err.details.get("error_detail"):
+            sys.stderr.write("ComfyUI's message:\n%s\n" % err.details["error_detail"])
         if args.verbose and (err.result.get("error") or {}).get("traceback"):
             sys.stderr.write("".join(err.result["error"]["traceback"]))
         if args.json:

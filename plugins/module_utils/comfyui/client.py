@@ -143,17 +143,87 @@ class ComfyClient:
             raise ComfyConnectionError("GET /view for %r answered HTTP %d" % (filename, status))
         return data
 
-    def interrupt(self):
-        status, _ctype, _data = self._request("POST", "/interrupt", body=b"")
+    def interrupt(self, prompt_id=None):
+        """``POST /interrupt``. With ``prompt_id``, ComfyUI (0.3.64) interrupts only when that prompt is the running
+        one and skips it otherwise; without it the interrupt is global: it stops whatever runs, another client's
+        prompt included. Prefer :meth:`cancel` to stop one prompt of ours."""
+        body = json.dumps({"prompt_id": prompt_id}).encode("utf-8") if prompt_id else b""
+        status, _ctype, _data = self._request("POST", "/interrupt", body=body)
         if status != 200:
             raise ComfyConnectionError("POST /interrupt answered HTTP %d" % status)
 
-    def submit(self, workflow, client_id=None, extra_data=None):
+    def delete_from_queue(self, prompt_ids):
+        """``POST /queue {"delete": [...]}``: remove pending prompts (a running one is not touched; unknown ids are
+        ignored)."""
+        prompt_ids = [str(p) for p in prompt_ids or ()]
+        if not prompt_ids:
+            return
+        body = json.dumps({"delete": prompt_ids}).encode("utf-8")
+        status, _ctype, _data = self._request("POST", "/queue", body=body)
+        if status != 200:
+            raise ComfyConnectionError("POST /queue (delete) answered HTTP %d" % status)
+
+    def queue_state(self, prompt_id):
+        """Where ``prompt_id`` is: ``running``, ``pending (N ahead)`` (N counts the running prompt too), ``absent``
+        (finished, deleted or unknown), or None for an answer that is not ComfyUI's queue.
+
+        Raises :class:`ComfyConnectionError` when ComfyUI cannot be reached.
+        """
+        data = self.queue()
+        if not isinstance(data, dict):
+            return None
+        running = [i for i in data.get("queue_running") or [] if isinstance(i, list) and len(i) > 1]
+        if any(item[1] == prompt_id for item in running):
+            return "running"
+        pending = [i for i in data.get("queue_pending") or [] if isinstance(i, list) and len(i) > 1]
+        pending.sort(key=lambda i: i[0] if isinstance(i[0], (int, float)) else 0)
+        for pos, item in enumerate(pending):
+            if item[1] == prompt_id:
+                return "pending (%d ahead)" % (len(running) + pos)
+        return "absent"
+
+    def cancel(self, prompt_id, wait=10.0, interval=0.25):
+        """Make sure ``prompt_id`` does not run, or stops running, without touching any other prompt.
+
+        Deletes it from the pending queue first (so it cannot start between the two calls), then sends a targeted
+        interrupt (acting only if it runs), and waits up to ``wait`` seconds for it to leave the queue, repeating
+        the targeted interrupt meanwhile (an interrupt takes effect between nodes, and one that lands just
+        before a prompt starts is reset by ComfyUI). Never sends a global interrupt.
+
+        Returns ``deleted`` (removed before it ran), ``interrupted``, ``finished`` (it ended on its own: success
+        or error), ``gone`` (neither queued nor in the history: unknown, or ComfyUI restarted), or ``running`` /
+        ``pending`` when it was still queued after ``wait`` seconds. Raises :class:`ComfyConnectionError` when
+        ComfyUI cannot be reached.
+        """
+        deadline = time.time() + max(0.0, float(wait))
+        before = self.queue_state(prompt_id)
+        while True:
+            self.delete_from_queue([prompt_id])
+            self.interrupt(prompt_id)
+            where = self.queue_state(prompt_id)
+            if where == "absent":
+                break
+            if time.time() >= deadline:
+                return "running" if where == "running" else "pending"
+            time.sleep(max(0.01, min(float(interval), deadline - time.time())))
+        result = result_from_history(prompt_id, self.history(prompt_id))
+        if result is None:
+            return "gone" if before == "absent" else "deleted"
+        if result["status"] == "interrupted":
+            return "interrupted"
+        return "finished"
+
+    def submit(self, workflow, client_id=None, extra_data=None, prompt_id=None):
         """Queue ``workflow`` (API format); return the prompt id.
+
+        ``prompt_id``: the id to give the prompt (ComfyUI takes the one sent), so that a caller can record it
+        before submitting; ComfyUI makes one up when it is not given.
 
         Raises :class:`WorkflowValidationError` when ComfyUI rejects it (400 with node_errors).
         """
         payload = {"prompt": workflow, "client_id": client_id or self.client_id}
+        if prompt_id:
+            payload["prompt_id"] = str(prompt_id)
         if extra_data:
             payload["extra_data"] = extra_data
         body = json.dumps(payload).encode("utf-8")
@@ -203,22 +273,11 @@ class ComfyClient:
         return result_from_history(prompt_id, entry.get(prompt_id))
 
     def _queue_state(self, prompt_id):
-        """'running', 'pending (N ahead)', 'absent' or None when unknown."""
+        """:meth:`queue_state`, or None when unknown (ComfyUI unreachable, an answer that is not JSON)."""
         try:
-            data = self._get_json("/queue")
-        except (_NotJson, ComfyConnectionError):
+            return self.queue_state(prompt_id)
+        except ComfyConnectionError:
             return None
-        if not isinstance(data, dict):
-            return None
-        for item in data.get("queue_running") or []:
-            if isinstance(item, list) and len(item) > 1 and item[1] == prompt_id:
-                return "running"
-        pending = [i for i in data.get("queue_pending") or [] if isinstance(i, list) and len(i) > 1]
-        pending.sort(key=lambda i: i[0] if isinstance(i[0], (int, float)) else 0)
-        for pos, item in enumerate(pending):
-            if item[1] == prompt_id:
-                return "pending (%d ahead)" % pos
-        return "absent"
 
     def wait(self, prompt_id, timeout=600.0, interval=1.0, on_progress=None, ws=None, use_websocket=True,
              unreachable_grace=60.0):

@@ -4,8 +4,11 @@
 """The ComfyUI client's errors, their exit codes, and the readable text of ComfyUI's failure structures.
 
 Failures are :class:`GpuWorkerError` subclasses with the exit code of the node commands:
-``WorkflowInputError`` (2), ``WorkflowValidationError`` (3), ``WorkflowExecutionError`` (4),
-``WorkflowTimeoutError`` (5), ``ComfyConnectionError`` (6).
+``WorkflowInputError`` (2), ``WorkflowValidationError`` (3, and its ``WorkflowPartlyRejectedError``),
+``WorkflowExecutionError`` (4), ``WorkflowTimeoutError`` (5), ``ComfyConnectionError`` (6).
+
+Messages are one line: a multi-line ComfyUI error (torch's "Weights only load failed...") is cut to its first
+meaningful line (:func:`one_line`); the full text stays available (:func:`failure_detail`).
 
 The renderers (:func:`render_validation_errors`, :func:`describe_failure`) live here, with the exceptions whose
 messages they build: :mod:`.workflow` raises these exceptions, so the renderers cannot live there without an
@@ -36,6 +39,23 @@ _MODEL_INPUT_HINTS = {
     "upscale_model_name": ("upscale model", None),
     "embedding_name": ("embedding", None),
 }
+# Inputs that name the file a failing node was reading (shown in the one-line failure message).
+_FILE_INPUTS = tuple(_MODEL_INPUT_HINTS) + ("image", "video", "audio")
+_MESSAGE_LIMIT = 300
+PRECHECK_SUMMARY = "the local pre-check against ComfyUI's /object_info found problems (nothing was queued)"
+
+
+def one_line(text, limit=None):
+    """The first meaningful (non-blank) line of ``text``, cut at ``limit`` characters, saying how many lines follow."""
+    lines = [line.strip() for line in str(text or "").splitlines() if line.strip()]
+    if not lines:
+        return ""
+    first = lines[0]
+    if limit and len(first) > limit:
+        first = first[:limit - 3].rstrip() + "..."
+    if len(lines) > 1:
+        first += " (+%d more line%s)" % (len(lines) - 1, "s" if len(lines) > 2 else "")
+    return first
 
 
 class ComfyError(GpuWorkerError):
@@ -61,27 +81,62 @@ class ComfyConnectionError(ComfyError):
 class WorkflowValidationError(ComfyError):
     """ComfyUI (or our pre-check) rejected the workflow: exit code 3.
 
-    ``node_errors`` is ComfyUI's raw structure, ``lines`` one readable line per problem.
+    ``node_errors`` is ComfyUI's raw structure, ``lines`` one readable line per problem, ``summary`` who found
+    the problems ("ComfyUI rejected the workflow", or the local pre-check for a ``source`` naming it).
     """
 
-    def __init__(self, error, node_errors, workflow=None, source="ComfyUI"):
+    def __init__(self, error, node_errors, workflow=None, source="ComfyUI", summary=None):
         self.error = error or {}
         self.node_errors = node_errors or {}
         self.lines = render_validation_errors(self.error, self.node_errors, workflow)
-        summary = "%s rejected the workflow" % source
+        if summary is None:
+            summary = PRECHECK_SUMMARY if "pre-check" in source else "%s rejected the workflow" % source
+        self.summary = summary
         message = "%s: %s" % (summary, "; ".join(self.lines)) if self.lines else summary
         super(WorkflowValidationError, self).__init__(
             message, exit_code=EXIT_VALIDATION,
             details={"node_errors": self.node_errors, "error": self.error, "problems": self.lines})
 
 
+class WorkflowPartlyRejectedError(WorkflowValidationError):
+    """ComfyUI accepted the workflow (HTTP 200) but dropped the outputs behind invalid nodes (``node_errors`` of
+    its answer) and ran the rest: exit code 3, like any rejection.
+
+    ``result`` is the run of the rest (or ``{prompt_id, status: queued}``), ``dropped_outputs`` the output node ids
+    ComfyUI left out. ``details``: the result with ``status: partial``, ``run_status`` (the rest's status),
+    ``node_errors``, ``problems`` and ``dropped_outputs``.
+    """
+
+    def __init__(self, node_errors, workflow=None, result=None):
+        workflow = workflow or {}
+        self.result = dict(result or {})
+        dropped = set()
+        for entry in (node_errors or {}).values():
+            dropped.update(str(o) for o in (entry or {}).get("dependent_outputs") or [])
+        self.dropped_outputs = sorted(dropped, key=node_sort_key)
+        named = ", ".join("%s (%s)" % (o, (workflow.get(o) or {}).get("class_type") or "?")
+                          for o in self.dropped_outputs)
+        summary = "ComfyUI rejected part of the workflow and dropped output node%s %s" % (
+            "s" if len(self.dropped_outputs) > 1 else "", named or "(none named)")
+        super(WorkflowPartlyRejectedError, self).__init__({}, node_errors, workflow, summary=summary)
+        self.details = dict(self.result, status="partial", run_status=self.result.get("status"),
+                            node_errors=self.node_errors, problems=self.lines, dropped_outputs=self.dropped_outputs)
+
+
 class WorkflowExecutionError(ComfyError):
-    """The workflow was accepted but failed (or was interrupted) while running: exit code 4."""
+    """The workflow was accepted but failed (or was interrupted) while running: exit code 4.
+
+    The message is one line; ``details["error_detail"]`` holds ComfyUI's full exception text of a failed node.
+    """
 
     def __init__(self, result):
         self.result = result
+        details = dict(result)
+        full = ((result.get("error") or {}).get("exception_message") or "").strip()
+        if full and result.get("status") == "error":
+            details["error_detail"] = full
         super(WorkflowExecutionError, self).__init__(
-            describe_failure(result), exit_code=EXIT_EXECUTION, details=dict(result))
+            describe_failure(result), exit_code=EXIT_EXECUTION, details=details)
 
 
 class WorkflowTimeoutError(ComfyError):
@@ -98,6 +153,11 @@ def _short_list(values, limit=8):
     if len(values) > limit:
         shown += ", ... (%d in all)" % len(values)
     return shown or "none"
+
+
+def _flat(text):
+    """Several lines joined into one (validation problems are short: nothing is left out)."""
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
 
 
 def _render_node_error(node_id, class_type, err):
@@ -147,7 +207,7 @@ def render_validation_errors(error, node_errors, workflow=None):
         entry = node_errors[node_id] or {}
         class_type = entry.get("class_type") or (workflow.get(node_id) or {}).get("class_type")
         for err in entry.get("errors") or []:
-            lines.append(_render_node_error(node_id, class_type, err or {}))
+            lines.append(_flat(_render_node_error(node_id, class_type, err or {})))
     if not lines and error:
         etype = error.get("type")
         text = error.get("message") or etype or "invalid prompt"
@@ -161,19 +221,47 @@ def render_validation_errors(error, node_errors, workflow=None):
                 text += "; unknown: %s" % missing
         elif etype == "prompt_no_outputs":
             text += " — add an output node such as SaveImage"
-        lines.append(text)
+        lines.append(_flat(text))
     return lines
 
 
+def _file_input(current_inputs):
+    """``ckpt_name 'x.safetensors'`` for the first model/file input of an execution_error's ``current_inputs``."""
+    for name in _FILE_INPUTS:
+        value = (current_inputs or {}).get(name)
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if isinstance(value, str) and value:
+            return "%s %r" % (name, value)
+    return None
+
+
 def describe_failure(result):
-    """One line for a failed/interrupted run result."""
+    """One line for a failed/interrupted run result: the node, the file it was loading (when one of its inputs
+    names a model or file), the exception type and the first meaningful line of ComfyUI's message."""
     err = result.get("error") or {}
     if result.get("status") == "interrupted":
         return "workflow %s was interrupted at node %s (%s)" % (
             result.get("prompt_id"), err.get("node_id"), err.get("node_type"))
+    message = one_line(err.get("exception_message"), _MESSAGE_LIMIT)
     if err.get("node_id") is not None:
-        message = (err.get("exception_message") or "").strip()
-        return "workflow %s failed on node %s (%s): %s: %s" % (
-            result.get("prompt_id"), err.get("node_id"), err.get("node_type"),
-            err.get("exception_type") or "error", message)
-    return "workflow %s failed: %s" % (result.get("prompt_id"), err.get("exception_message") or "unknown error")
+        where = "node %s (%s)" % (err.get("node_id"), err.get("node_type"))
+        loading = _file_input(err.get("current_inputs"))
+        if loading:
+            where += " loading %s" % loading
+        return "workflow %s failed on %s: %s: %s" % (
+            result.get("prompt_id"), where, err.get("exception_type") or "error", message)
+    return "workflow %s failed: %s" % (result.get("prompt_id"), message or "unknown error")
+
+
+def failure_detail(err):
+    """The full text behind an error's one-line message, or None when the line says it all.
+
+    ComfyUI's complete exception message for a node that failed (:class:`WorkflowExecutionError`), else the
+    text of any error whose message has more than one line.
+    """
+    detail = (getattr(err, "details", None) or {}).get("error_detail")
+    if detail:
+        return detail
+    text = str(err)
+    return text if "\n" in text.strip() else None

@@ -2,7 +2,7 @@
 # Copyright: (c) 2026, VisionSuit contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Workflow handling, pure: load an API-format workflow, apply overrides, check it against ``/object_info``,
-read a run's result and outputs from ``/history``.
+read a run's result and outputs from ``/history``, refuse a run that ComfyUI only partly accepted.
 """
 from __future__ import absolute_import, division, print_function
 
@@ -11,7 +11,7 @@ __metaclass__ = type
 import copy
 import json
 
-from .errors import WorkflowInputError
+from .errors import WorkflowInputError, WorkflowPartlyRejectedError
 from .nodes import combo_options, is_link, node_sort_key
 
 _API_FORMAT_HINT = ("export the API format: in ComfyUI enable the dev mode options (Settings) and use "
@@ -194,6 +194,23 @@ def validate_against_object_info(workflow, object_info):
     return error, node_errors
 
 
+def check_partial_run(node_errors, workflow=None, result=None, allow_partial=False):
+    """Refuse a run that ComfyUI only partly accepted.
+
+    ``node_errors`` is what ComfyUI's HTTP 200 answer to ``POST /prompt`` held (``ComfyClient.last_node_errors``):
+    non-empty means it dropped the outputs behind invalid nodes and ran the rest. Raises
+    :class:`WorkflowPartlyRejectedError` (exit code 3) unless ``allow_partial``; then returns that error unraised
+    (its ``summary``, ``lines`` and ``dropped_outputs`` describe what was dropped, for a warning). None when
+    nothing was dropped.
+    """
+    if not node_errors:
+        return None
+    err = WorkflowPartlyRejectedError(node_errors, workflow, result)
+    if not allow_partial:
+        raise err
+    return err
+
+
 def collect_outputs(outputs):
     """Flatten ``/history`` outputs ``{node_id: {kind: [items]}}`` into a list of dicts.
 
@@ -270,9 +287,23 @@ def result_from_history(prompt_id, entry):
     return result
 
 
+def _scalar_inputs(current_inputs):
+    """The plain values of an execution_error's ``current_inputs`` ({name: [value, ...]}); object and tensor
+    reprs are left out (they can be long)."""
+    kept = {}
+    for name, values in (current_inputs or {}).items() if isinstance(current_inputs, dict) else ():
+        if not isinstance(values, list):
+            values = [values]
+        if all(v is None or isinstance(v, (bool, int, float)) or (isinstance(v, str) and len(v) <= 500
+                                                                  and not v.startswith("<")) for v in values):
+            kept[name] = values
+    return kept
+
+
 def _error_details(data):
     return {"node_id": data.get("node_id"), "node_type": data.get("node_type"),
             "exception_type": data.get("exception_type"),
             "exception_message": (data.get("exception_message") or "").strip(),
             "traceback": data.get("traceback") or [],
+            "current_inputs": _scalar_inputs(data.get("current_inputs")),
             "executed": data.get("executed", [])}

@@ -154,11 +154,18 @@ class Engine:
             return False
 
     def interrupt(self, prompt_id=None):
+        """POST /interrupt as ComfyUI 0.3.64: with a prompt id, only when that prompt is the running one (else
+        skipped); without one (or an empty one), global: it stops whatever runs, another client's prompt too.
+        The flag is cleared when the next prompt starts, and it takes effect between nodes (or progress steps)."""
         with self.cond:
-            if prompt_id and prompt_id not in self.running:
-                log.info("prompt %s is not running, interrupt ignored", prompt_id)
-                return False
-        self.interrupted.set()
+            if prompt_id:
+                if not any(item[1] == prompt_id for item in self.running.values()):
+                    log.info("Prompt %s is not currently running, skipping interrupt", prompt_id)
+                    return False
+                log.info("Interrupting prompt %s", prompt_id)
+            else:
+                log.info("Global interrupt (no prompt_id specified)")
+            self.interrupted.set()
         return True
 
     def check_interrupt(self):
@@ -337,6 +344,7 @@ class Engine:
                 out, ui = definition.run(ctx, **{k: v for k, v in kwargs.items() if k in known})
             except Interrupted:
                 success = False
+                log.info("Processing interrupted")
                 run.add_message("execution_interrupted", {"prompt_id": prompt_id, "node_id": nid,
                                                           "node_type": node["class_type"], "executed": executed},
                                 True)
@@ -379,6 +387,7 @@ class Engine:
             logging.shutdown()
             os._exit(1)
         if Faults.matches(faults["fail_node"], nid, definition.name):
-            raise InjectedFailure(f"stand-in fault: node {nid} ({definition.name}) was told to fail")
+            raise InjectedFailure(faults.get("fail_message")
+                                  or f"stand-in fault: node {nid} ({definition.name}) was told to fail")
         if faults["delay"] and not definition.reports_progress:
             time.sleep(faults["delay"])

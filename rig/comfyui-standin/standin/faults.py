@@ -1,10 +1,16 @@
-"""Fault injection: settable from the command line, the environment and POST /standin/control."""
+"""Fault injection: settable from the command line, the environment and POST /standin/control.
+
+``fail_message`` (run time only, POST /standin/control; shown in the state while set) is the text of the error
+``fail_node`` raises instead of the stand-in's own one-line message, e.g. torch's multi-line "Weights only load
+failed..." to test how clients show long ComfyUI errors.
+"""
 from __future__ import annotations
 
 import threading
 
 FIELDS = ("fail_node", "delay", "drop_ws_after", "html_responses", "crash")
 ENV = {name: "COMFYUI_STANDIN_" + name.upper() for name in FIELDS}
+RUNTIME_FIELDS = ("fail_message",)  # settable through POST /standin/control only
 
 
 def _target(value):
@@ -43,10 +49,11 @@ class Faults:
         self.drop_ws_after = None   # cut websocket connections after N messages of each prompt run
         self.html_responses = 0     # the next N /queue and /history responses are 502 text/html
         self.crash = None           # node id / class_type (True: any node): the process exits(1) there
+        self.fail_message = None    # text of the fail_node error (None: the stand-in's own message)
 
     def update(self, values: dict):
         """Apply a partial update; ``{"reset": true}`` clears everything first. Raises ValueError."""
-        unknown = set(values) - set(FIELDS) - {"reset"}
+        unknown = set(values) - set(FIELDS) - set(RUNTIME_FIELDS) - {"reset"}
         if unknown:
             raise ValueError("unknown fault option(s): {}".format(", ".join(sorted(unknown))))
         parsed = {}
@@ -60,16 +67,24 @@ class Faults:
             parsed["drop_ws_after"] = _number(values["drop_ws_after"], int, "drop_ws_after")
         if "html_responses" in values:
             parsed["html_responses"] = _number(values["html_responses"], int, "html_responses") or 0
+        if "fail_message" in values:
+            if values["fail_message"] not in (None, False) and not isinstance(values["fail_message"], str):
+                raise ValueError("fail_message must be a string or null")
+            parsed["fail_message"] = values["fail_message"] or None
         with self.lock:
             if values.get("reset"):
                 self.fail_node, self.delay, self.drop_ws_after, self.html_responses, self.crash = (
                     None, 0.0, None, 0, None)
+                self.fail_message = None
             for key, value in parsed.items():
                 setattr(self, key, value)
 
     def snapshot(self) -> dict:
         with self.lock:
-            return {name: getattr(self, name) for name in FIELDS}
+            state = {name: getattr(self, name) for name in FIELDS}
+            if self.fail_message is not None:
+                state["fail_message"] = self.fail_message
+            return state
 
     def take_html_response(self) -> bool:
         with self.lock:

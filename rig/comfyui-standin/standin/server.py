@@ -329,11 +329,19 @@ class Handler(BaseHTTPRequestHandler):
                     app.engine.delete_queue_item(prompt_id)
             return self._send(200)
         if path == "/interrupt":
+            # ComfyUI: request.json(), {} on a JSONDecodeError (empty or malformed body); json_data.get() then fails
+            # (HTTP 500) on JSON that is not an object; a text that is not UTF-8 fails before the JSON decoding.
             try:
-                body = json.loads(raw.decode("utf-8")) if raw.strip() else {}
-            except (UnicodeDecodeError, ValueError):
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise BadJSON("body is not UTF-8") from None
+            try:
+                body = json.loads(text)
+            except ValueError:
                 body = {}
-            app.engine.interrupt(body.get("prompt_id") if isinstance(body, dict) else None)
+            if not isinstance(body, dict):
+                raise BadJSON("'%s' object has no attribute 'get'" % type(body).__name__)
+            app.engine.interrupt(body.get("prompt_id"))
             return self._send(200)
         if path == "/history":
             body = self._json_body(raw)
