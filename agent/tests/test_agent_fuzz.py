@@ -29,7 +29,7 @@ from visionsuit_gpu_agent import config, envelope, handler, workflow  # noqa: E4
 from visionsuit_gpu_agent.worker import Agent  # noqa: E402
 
 TOKEN = "fuzz-token-0123456789abcdef"
-SETTINGS = settings(max_examples=200, deadline=None, database=None,
+SETTINGS = settings(max_examples=200, deadline=None, database=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                            HealthCheck.filter_too_much])
 DOCUMENTED = {200, 202, 400, 409, 413, 429}
