@@ -29,7 +29,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 STANDIN_DIR = ROOT / "rig" / "comfyui-standin"
 STANDIN_MAIN = STANDIN_DIR / "main.py"
-FAULT_FLAGS = ("fail_node", "delay", "drop_ws_after", "html_responses", "crash")
+FAULT_FLAGS = ("fail_node", "delay", "drop_ws_after", "html_responses", "crash", "history_lag", "history_lag_share",
+               "previews")
 
 
 def safetensors_bytes(tensors=None, metadata=None) -> bytes:
@@ -196,6 +197,7 @@ class WsClient:
     def __init__(self, host, port, path, timeout=10.0):
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.buf = b""
+        self.binary = []  # payloads of the binary frames seen by recv() (preview images)
         key = base64.b64encode(os.urandom(16)).decode()
         self.sock.sendall((f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
                            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -258,7 +260,9 @@ class WsClient:
             opcode, payload = self.recv_frame(timeout)
             if opcode == 0x1:
                 return json.loads(payload.decode())
-            if opcode == 0x9:
+            if opcode == 0x2:  # binary (preview images): kept in ``binary``, never returned
+                self.binary.append(payload)
+            elif opcode == 0x9:
                 self.send_frame(0xA, payload)
             elif opcode == 0x8:
                 self.close_code = struct.unpack(">H", payload[:2])[0] if len(payload) >= 2 else None
@@ -303,10 +307,28 @@ def fault_args(**options):
     return args
 
 
+# The files a fresh ComfyUI 0.3.64 checkout has in its run-time folders (the stand-in's tree has them too).
+CHECKOUT_PLACEHOLDERS = ("output/_output_images_will_be_put_here", "input/example.png")
+
+
+def seed_checkout_files(base_dir) -> None:
+    """Give ``base_dir`` the placeholder files a fresh checkout has in output/ and input/, unless present.
+    (models/*/put_*_here are left out: tests count the files of model folders.)"""
+    base_dir = Path(base_dir)
+    for rel in CHECKOUT_PLACEHOLDERS:
+        src, dst = STANDIN_DIR / rel, base_dir / rel
+        if src.is_file() and not dst.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_bytes(src.read_bytes())
+
+
 def start_standin(base_dir, args=(), env=None, attempts=3, **faults) -> StandinServer:
-    """Start a stand-in on a free port (a few attempts in case the port was taken meanwhile)."""
+    """Start a stand-in on a free port (a few attempts in case the port was taken meanwhile); a base directory
+    that is not the stand-in's own gets the placeholder files of a fresh ComfyUI checkout first."""
     base_dir = Path(base_dir)
     base_dir.mkdir(parents=True, exist_ok=True)
+    if base_dir.resolve() != STANDIN_DIR.resolve():
+        seed_checkout_files(base_dir)
     full_env = dict(os.environ)
     for key in list(full_env):
         if key.startswith("COMFYUI_STANDIN_"):

@@ -39,7 +39,10 @@ class ConfigError(Exception):
 
 
 def _url(value, schemes=("http", "https"), path_ok=False):
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # e.g. "Invalid IPv6 URL" for http://[::1
+        return "must be a URL such as http://HOST:PORT"
     if parts.scheme not in schemes or not parts.hostname:
         return "must be a URL such as http://HOST:PORT"
     try:
@@ -351,7 +354,11 @@ def check(doc, path=None):
         else:
             value = flat[key]
             if kind is float and _type_ok(value, float):
-                value = float(value)
+                try:
+                    value = float(value)
+                except OverflowError:  # an integer beyond any float
+                    problems.append(f"{key}: is out of range (an integer too large for a number)")
+                    continue
             if not _type_ok(value, kind):
                 problems.append("{}: must be {}, got {!r}".format(key, _TYPE_NAMES[kind],
                                                             "<redacted>" if key in SECRET_KEYS else value))

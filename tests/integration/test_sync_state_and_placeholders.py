@@ -375,3 +375,56 @@ def test_upload_of_a_file_with_a_non_utf8_name_is_a_clear_error(s3, bucket, clie
         upload(client, bucket, "", str(src))
     assert "not valid UTF-8" in str(exc.value) and "caf\\xe9.png" in str(exc.value)
     assert exc.value.hint and "rename" in exc.value.hint
+
+
+# ---- the stand-in has the placeholders of a fresh ComfyUI 0.3.64 checkout ------------------------------------
+
+STANDIN_DIR = ROOT / "rig" / "comfyui-standin"
+CHECKOUT_FILES = ("output/_output_images_will_be_put_here", "input/example.png")
+
+
+def _png_size(data):
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", "not a PNG"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_the_standin_its_repository_and_its_fixture_base_dirs_hold_the_checkout_placeholders(standin_factory,
+                                                                                              tmp_path):
+    assert (STANDIN_DIR / CHECKOUT_FILES[0]).read_bytes() == b""
+    assert _png_size((STANDIN_DIR / CHECKOUT_FILES[1]).read_bytes()) == (1, 1)
+    for rel in CHECKOUT_FILES:
+        assert keys.is_placeholder(rel) and keys.is_placeholder(str(STANDIN_DIR / rel)), rel
+    # tracked in the git repository the comfyui role clones (the .gitignore keeps other run-time files out)
+    repo = tmp_path / "standin.git"
+    subprocess.run(["bash", str(ROOT / "rig" / "standin-repo.sh"), str(repo)], check=True, capture_output=True,
+                   timeout=60)
+    for tag in ("standin-v1", "standin-v2"):
+        tracked = subprocess.run(["git", "-C", str(repo), "ls-tree", "-r", "--name-only", tag], check=True,
+                                 capture_output=True, text=True, timeout=30).stdout.split()
+        assert sorted(t for t in tracked if t.startswith(("output/", "input/"))) == sorted(CHECKOUT_FILES), tag
+        assert {"models/checkpoints/put_checkpoints_here", "models/loras/put_loras_here"} <= set(tracked)
+    # a base directory made by the fixtures is laid out like a fresh checkout too
+    srv = standin_factory()
+    for rel in CHECKOUT_FILES:
+        assert (srv.base_dir / rel).read_bytes() == (STANDIN_DIR / rel).read_bytes(), rel
+    assert "example.png" in srv.get_json("/object_info/LoadImage")["LoadImage"]["input"]["required"]["image"][0]
+
+
+def test_upload_outputs_of_a_fresh_standin_output_dir_uploads_nothing(ready, s3, standin_factory):
+    srv = standin_factory()
+    out = srv.output_dir
+    assert sorted(p.name for p in out.iterdir()) == ["_output_images_will_be_put_here"]
+    r = ready.json("upload-outputs", "--source", out, "--delete")
+    assert r["transferred"] == [] and r["changed"] is False
+    assert s3.list_objects_v2(Bucket=ready.buckets["outputs"]).get("Contents", []) == []
+    # after a render only the render goes up; the placeholder stays where it is, unrecorded
+    prompt = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+              "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "probe"}}}
+    assert srv.wait_history(srv.submit(prompt))["status"]["status_str"] == "success"
+    r = ready.json("upload-outputs", "--source", out, "--delete")
+    assert r["transferred"] == ["renders/probe_00001_.png"]
+    listed = s3.list_objects_v2(Bucket=ready.buckets["outputs"]).get("Contents", [])
+    assert [o["Key"] for o in listed] == ["renders/probe_00001_.png"]
+    entries = json.loads((out / STATE_FILE).read_text())["targets"][ready.buckets["outputs"] + "/renders"]
+    assert sorted(entries) == ["probe_00001_.png"]
+    assert (out / "_output_images_will_be_put_here").read_bytes() == b""

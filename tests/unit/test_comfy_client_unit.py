@@ -708,3 +708,66 @@ def test_execution_error_without_node_or_file_input_stays_one_line():
         "workflow p failed on node 3 (KSampler): torch.OutOfMemoryError: Allocation on device (+2 more lines)")
     lost = {"prompt_id": "p", "status": "error", "error": {"node_id": None, "exception_message": "gone\nfor good"}}
     assert ce.describe_failure(lost) == "workflow p failed: gone (+1 more line)"
+
+
+# ---- against the stand-in: a late history entry, binary preview frames ---------------------------------------
+
+TXT2IMG = {
+    "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "model.safetensors"}},
+    "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+    "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["4", 1]}},
+    "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["4", 1]}},
+    "3": {"class_type": "KSampler", "inputs": {"model": ["4", 0], "seed": 7, "steps": 4, "cfg": 7.0,
+                                               "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0,
+                                               "positive": ["6", 0], "negative": ["7", 0],
+                                               "latent_image": ["5", 0]}},
+    "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+    "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "prev"}},
+}
+
+
+def test_run_workflow_waits_for_a_history_entry_written_after_execution_success(standin_factory):
+    # Real ComfyUI (2 runs of 20): execution_success is on the websocket while /history/<id> is still {}.
+    srv = standin_factory(history_lag=1.5)
+    client = cc.ComfyClient(srv.url, timeout=10)
+    events = []
+    result = cc.run_workflow(client, API_WF, timeout=30, interval=0.2, on_progress=events.append)
+    assert result["status"] == "success" and result["via"] == "websocket"
+    assert [o["filename"] for o in result["outputs"]] == ["probe_00001_.png"]
+    assert "execution_success" in [e["type"] for e in events]
+    assert result["timings"]["wait_s"] >= 1.0  # it did wait for the entry
+    # polling only (no websocket) copes as well
+    wf = json.loads(json.dumps(API_WF))
+    wf["1"]["inputs"]["color"] = 5
+    result = cc.run_workflow(client, wf, timeout=30, interval=0.2, use_websocket=False)
+    assert result["status"] == "success" and [o["filename"] for o in result["outputs"]] == ["probe_00002_.png"]
+
+
+def test_run_workflow_ignores_binary_preview_frames(standin_factory):
+    from rig.standin_fixtures import safetensors_bytes
+
+    srv = standin_factory(previews=True, delay=0.2)  # slow enough that the client reads the socket
+    (srv.base_dir / "models" / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (srv.base_dir / "models" / "checkpoints" / "model.safetensors").write_bytes(
+        safetensors_bytes({"w": b"\x00" * 16}))
+    client = cc.ComfyClient(srv.url, timeout=10)
+    seen = []
+    real_recv = cws.WebSocket.recv
+
+    def spy(self, timeout=None):
+        msg = real_recv(self, timeout)
+        if msg is not None:
+            seen.append(msg)
+        return msg
+
+    events = []
+    cws.WebSocket.recv, saved = spy, cws.WebSocket.recv
+    try:
+        result = cc.run_workflow(client, TXT2IMG, timeout=30, interval=0.2, on_progress=events.append)
+    finally:
+        cws.WebSocket.recv = saved
+    binary = [payload for op, payload in seen if op == cws.WebSocket.OP_BINARY]
+    assert len(binary) == 4 and all(struct.unpack(">II", p[:8]) == (1, 2) for p in binary)
+    assert result["status"] == "success" and result["via"] == "websocket"
+    assert [o["filename"] for o in result["outputs"]] == ["prev_00001_.png"]
+    assert [e["value"] for e in events if e["type"] == "progress"] == [1, 2, 3, 4]

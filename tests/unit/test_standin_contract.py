@@ -192,7 +192,8 @@ def test_counter_per_prefix_subfolders_and_cache(comfy_standin):
     cached = [m for m in again["status"]["messages"] if m[0] == "execution_cached"][0][1]["nodes"]
     assert sorted(cached) == ["1", "2"]
     assert again["outputs"] == b1["outputs"]
-    assert sorted(p.name for p in srv.output_dir.iterdir()) == ["other_00001_.png", "renders"]
+    assert sorted(p.name for p in srv.output_dir.iterdir()) == [
+        "_output_images_will_be_put_here", "other_00001_.png", "renders"]
 
 
 def test_cache_none_always_renders(standin_factory):
@@ -328,7 +329,7 @@ def test_load_image_from_input_folder(comfy_standin):
     srv.wait_history(srv.submit(empty_image_prompt("src", width=20, height=10)))
     (srv.input_dir / "pic.png").write_bytes((srv.output_dir / "src_00001_.png").read_bytes())
     info = srv.get_json("/object_info/LoadImage")["LoadImage"]
-    assert info["input"]["required"]["image"][0] == ["pic.png"]
+    assert info["input"]["required"]["image"][0] == ["example.png", "pic.png"]  # example.png: the checkout's
     prompt = {"1": {"class_type": "LoadImage", "inputs": {"image": "pic.png"}},
               "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
     out = srv.wait_history(srv.submit(prompt))["outputs"]["2"]["images"][0]
@@ -544,7 +545,8 @@ def test_fault_control_rejects_bad_input(comfy_standin):
     assert status == 400
     assert comfy_standin.control(delay=0.5, html_responses=2)["faults"]["delay"] == 0.5
     assert comfy_standin.control(reset=True)["faults"] == {
-        "fail_node": None, "delay": 0.0, "drop_ws_after": None, "html_responses": 0, "crash": None}
+        "fail_node": None, "delay": 0.0, "drop_ws_after": None, "html_responses": 0, "crash": None,
+        "history_lag": 0.0, "history_lag_share": 1.0, "previews": False}
 
 
 def test_fault_html_responses(standin_factory):
@@ -681,3 +683,70 @@ def test_fault_fail_message_gives_a_multiline_execution_error(standin_factory):
     srv.control(fail_node="4")
     hist = srv.wait_history(srv.submit(txt2img_prompt(seed=8), CLIENT))
     assert "was told to fail" in hist["status"]["messages"][-1][1]["exception_message"]
+
+
+# ------------------------------------------------------------------ history lag, previews, checkout placeholders
+
+def test_fault_history_lag_leaves_history_empty_after_execution_success(standin_factory):
+    srv = standin_factory(history_lag=1.0)
+    assert srv.state()["faults"]["history_lag"] == 1.0 and srv.state()["faults"]["history_lag_share"] == 1.0
+    with srv.ws(CLIENT) as ws:
+        ws.recv()
+        pid = srv.submit(empty_image_prompt("lag"), CLIENT)
+        ws.recv_until(lambda m: m["type"] == "execution_success")
+        # as on the real server in 2 of 20 runs: the run is over on the websocket, the history not written yet
+        assert srv.get_json("/history/" + pid) == {}
+        assert pid in [item[1] for item in srv.get_json("/queue")["queue_running"]]
+        msgs = run_messages(ws, pid)
+    assert msgs[-1] == {"type": "executing", "data": {"node": None, "prompt_id": pid}}
+    assert srv.get_json("/history/" + pid)[pid]["status"]["status_str"] == "success"
+    # a share of 0 switches it off for every run; settable at run time and through the environment
+    srv.control(history_lag_share=0)
+    started = time.monotonic()
+    srv.wait_history(srv.submit(empty_image_prompt("nolag"), CLIENT))
+    assert time.monotonic() - started < 1.0
+    for bad in ({"history_lag": "later"}, {"history_lag_share": 2}, {"history_lag": -1}):
+        status, body = srv.post_json("/standin/control", bad)
+        assert status == 400 and next(iter(bad)) in body["error"]
+    env_srv = standin_factory(env={"COMFYUI_STANDIN_HISTORY_LAG": "0.5", "COMFYUI_STANDIN_HISTORY_LAG_SHARE": "0.3"})
+    assert env_srv.state()["faults"]["history_lag"] == 0.5 and env_srv.state()["faults"]["history_lag_share"] == 0.3
+
+
+def _preview_run(srv, announce_metadata):
+    srv.add_model("checkpoints", "model.safetensors")
+    srv.add_model("loras", "style.safetensors")
+    with srv.ws(CLIENT) as ws:
+        ws.recv()
+        if announce_metadata:
+            ws.send_json({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
+            ws.recv_until(lambda m: m["type"] == "feature_flags")
+        pid = srv.submit(txt2img_prompt(steps=3, seed=announce_metadata + 1), CLIENT)
+        msgs = run_messages(ws, pid)
+        return pid, msgs, list(ws.binary)
+
+
+def test_previews_are_binary_frames_during_sampling(standin_factory):
+    srv = standin_factory(previews="true")
+    assert srv.state()["faults"]["previews"] is True
+    pid, msgs, frames = _preview_run(srv, announce_metadata=False)
+    assert msgs[-2]["type"] == "execution_success"
+    assert len(frames) == 3  # one per KSampler step, none for the other nodes
+    for frame in frames:
+        event, fmt = struct.unpack(">II", frame[:8])
+        assert (event, fmt) == (1, 2)  # PREVIEW_IMAGE, PNG
+        assert png_info(frame[8:])[:2] == (8, 8)
+    # a client that announced supports_preview_metadata gets PREVIEW_IMAGE_WITH_METADATA (event 4) instead
+    pid, _msgs, frames = _preview_run(srv, announce_metadata=True)
+    assert len(frames) == 3
+    for frame in frames:
+        event, size = struct.unpack(">II", frame[:8])
+        meta = json.loads(frame[8:8 + size])
+        assert event == 4 and meta["prompt_id"] == pid and meta["node_id"] == "3"
+        assert meta["image_type"] == "image/png" and png_info(frame[8 + size:])[:2] == (8, 8)
+
+
+def test_previews_are_off_by_default(comfy_standin):
+    # ComfyUI's default --preview-method is none: no binary frames (the captured runs have none)
+    assert comfy_standin.state()["faults"]["previews"] is False
+    _pid, msgs, frames = _preview_run(comfy_standin, announce_metadata=False)
+    assert msgs[-2]["type"] == "execution_success" and frames == []

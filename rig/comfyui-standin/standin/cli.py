@@ -42,6 +42,10 @@ def build_parser(default_base):
     g.add_argument("--standin-drop-ws-after", help="cut websocket connections after N messages of a run")
     g.add_argument("--standin-html-responses", help="answer the next N /queue and /history requests with 502 HTML")
     g.add_argument("--standin-crash", help="exit(1) when a run reaches this node id/class_type (true: first node)")
+    g.add_argument("--standin-history-lag",
+                   help="seconds between execution_success and the run's /history entry (as seen on real servers)")
+    g.add_argument("--standin-history-lag-share", help="share (0..1) of runs that get the history lag (default 1)")
+    g.add_argument("--standin-previews", help="send binary preview frames while KSampler runs (true/false)")
     g.add_argument("--standin-gpu-name", default=os.environ.get("COMFYUI_STANDIN_GPU_NAME"),
                    help="report a CUDA device with this name in /system_stats instead of the CPU")
     return p

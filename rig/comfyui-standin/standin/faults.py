@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import threading
 
-FIELDS = ("fail_node", "delay", "drop_ws_after", "html_responses", "crash")
+FIELDS = ("fail_node", "delay", "drop_ws_after", "html_responses", "crash", "history_lag", "history_lag_share",
+          "previews")
 ENV = {name: "COMFYUI_STANDIN_" + name.upper() for name in FIELDS}
 RUNTIME_FIELDS = ("fail_message",)  # settable through POST /standin/control only
 
@@ -25,6 +26,19 @@ def _target(value):
     if text.lower() in ("false", "no", "off", "none"):
         return None
     return text
+
+
+def _flag(value, name):
+    if value is None or value is False or value == "":
+        return False
+    if value is True:
+        return True
+    text = str(value).lower()
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "none", "0"):
+        return False
+    raise ValueError(f"{name} must be true or false, got {value!r}")
 
 
 def _number(value, kind, name):
@@ -50,6 +64,9 @@ class Faults:
         self.html_responses = 0     # the next N /queue and /history responses are 502 text/html
         self.crash = None           # node id / class_type (True: any node): the process exits(1) there
         self.fail_message = None    # text of the fail_node error (None: the stand-in's own message)
+        self.history_lag = 0.0      # seconds between execution_success and the history entry (0: none)
+        self.history_lag_share = 1.0  # share (0..1) of runs that get the history_lag
+        self.previews = False       # binary preview frames during sampling (ComfyUI: --preview-method auto)
 
     def update(self, values: dict):
         """Apply a partial update; ``{"reset": true}`` clears everything first. Raises ValueError."""
@@ -67,6 +84,15 @@ class Faults:
             parsed["drop_ws_after"] = _number(values["drop_ws_after"], int, "drop_ws_after")
         if "html_responses" in values:
             parsed["html_responses"] = _number(values["html_responses"], int, "html_responses") or 0
+        if "history_lag" in values:
+            parsed["history_lag"] = _number(values["history_lag"], float, "history_lag") or 0.0
+        if "history_lag_share" in values:
+            share = _number(values["history_lag_share"], float, "history_lag_share")
+            if share is not None and share > 1:
+                raise ValueError("history_lag_share must be between 0 and 1")
+            parsed["history_lag_share"] = 1.0 if share is None else share
+        if "previews" in values:
+            parsed["previews"] = _flag(values["previews"], "previews")
         if "fail_message" in values:
             if values["fail_message"] not in (None, False) and not isinstance(values["fail_message"], str):
                 raise ValueError("fail_message must be a string or null")
@@ -76,6 +102,7 @@ class Faults:
                 self.fail_node, self.delay, self.drop_ws_after, self.html_responses, self.crash = (
                     None, 0.0, None, 0, None)
                 self.fail_message = None
+                self.history_lag, self.history_lag_share, self.previews = 0.0, 1.0, False
             for key, value in parsed.items():
                 setattr(self, key, value)
 

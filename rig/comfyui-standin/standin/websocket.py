@@ -94,6 +94,9 @@ class Client:
     def send_text(self, text: str):
         return self._send(encode_frame(OP_TEXT, text.encode("utf-8")))
 
+    def send_binary(self, payload: bytes):
+        return self._send(encode_frame(OP_BINARY, payload))
+
     def send_close(self, code=1000, reason=""):
         ok = self._send(encode_frame(OP_CLOSE, struct.pack(">H", code) + reason.encode("utf-8")[:120]))
         with self.lock:
@@ -170,6 +173,15 @@ class Hub:
         """Queue a message for ``sid`` (or everyone when sid is None)."""
         self.outbox.put((json.dumps({"type": event, "data": data}), sid, tag))
 
+    def send_binary(self, payload: bytes, sid):
+        """Queue a binary message (a preview image) for ``sid``, in order with the text messages."""
+        self.outbox.put((bytes(payload), sid, None))
+
+    def features_of(self, sid):
+        with self.lock:
+            client = self.clients.get(sid)
+        return dict(client.features) if client is not None else {}
+
     def send_now(self, client, event, data):
         client.send_text(json.dumps({"type": event, "data": data}))
 
@@ -190,7 +202,10 @@ class Hub:
                 targets = list(self.clients.values()) if sid is None else (
                     [self.clients[sid]] if sid in self.clients else [])
             for client in targets:
-                client.send_text(text)
+                if isinstance(text, bytes):
+                    client.send_binary(text)
+                else:
+                    client.send_text(text)
             if tag is not None and self.on_delivered is not None:
                 try:
                     self.on_delivered(tag, targets)
