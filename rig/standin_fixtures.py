@@ -367,3 +367,16 @@ def standin_factory(tmp_path_factory):
 def comfy_standin(standin_factory):
     """One stand-in with default options (temp base dir, free port); stopped after the test."""
     return standin_factory()
+
+
+# A recorded ComfyUI error for the fail_message fault: torch.load(weights_only=True) refusing a pickled
+# checkpoint, as ComfyUI reports it (3 newlines, ~600 chars)
+TORCH_WEIGHTS_ONLY = (
+    "Weights only load failed. Re-running `torch.load` with `weights_only` set to `False` will likely succeed, "
+    "but it can result in arbitrary code execution. Do it only if you got the file from a trusted source.\n"
+    " Please file an issue with the following so that we can make `weights_only=True` compatible with your use "
+    "case: WeightsUnpickler error: Unsupported global: GLOBAL pytorch_lightning.callbacks.model_checkpoint."
+    "ModelCheckpoint was not an allowed global by default. Please use `torch.serialization.add_safe_globals("
+    "[ModelCheckpoint])` to allowlist this global if you trust this class/function.\n\n"
+    "Check the documentation of torch.load to learn more about types accepted by default with weights_only "
+    "https://pytorch.org/docs/stable/generated/torch.load.html.")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from rig.standin_fixtures import comfy_standin, safetensors_bytes, standin_factory  # noqa: F401
+from rig.standin_fixtures import TORCH_WEIGHTS_ONLY, comfy_standin, safetensors_bytes, standin_factory  # noqa: F401
 from visionsuit_gpu_agent.config import check
 from visionsuit_gpu_agent.server import make_server
 from visionsuit_gpu_agent.worker import Agent
@@ -746,16 +746,6 @@ def test_model_free_job_stages_and_links_nothing(env, s3):
 
 
 # -------------------------------------------------------------------------------------------- partial runs, long errors
-# torch.load(weights_only=True) refusing a pickled checkpoint, as ComfyUI reports it (3 newlines, ~600 chars)
-TORCH_WEIGHTS_ONLY = (
-    "Weights only load failed. Re-running `torch.load` with `weights_only` set to `False` will likely succeed, "
-    "but it can result in arbitrary code execution. Do it only if you got the file from a trusted source.\n"
-    " Please file an issue with the following so that we can make `weights_only=True` compatible with your use "
-    "case: WeightsUnpickler error: Unsupported global: GLOBAL pytorch_lightning.callbacks.model_checkpoint."
-    "ModelCheckpoint was not an allowed global by default. Please use `torch.serialization.add_safe_globals("
-    "[ModelCheckpoint])` to allowlist this global if you trust this class/function.\n\n"
-    "Check the documentation of torch.load to learn more about types accepted by default with weights_only "
-    "https://pytorch.org/docs/stable/generated/torch.load.html.")
 
 
 def test_partly_rejected_workflow_fails_the_job_naming_the_node(env, s3):

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from rig.standin_fixtures import TORCH_WEIGHTS_ONLY
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -308,16 +310,6 @@ def test_cli_export_dir_downloads_outputs_from_minio(standin_factory, tmp_path, 
 # for node 4, drops output 9 and runs output 2.
 PARTIAL_WF = dict(SIMPLE_WF, **MISSING_CKPT_WF)
 DROPPED = "ComfyUI rejected part of the workflow and dropped output node 9 (SaveImage)"
-# torch.load(weights_only=True) refusing a pickled checkpoint, as ComfyUI reports it (3 newlines, ~600 chars)
-TORCH_WEIGHTS_ONLY = (
-    "Weights only load failed. Re-running `torch.load` with `weights_only` set to `False` will likely succeed, "
-    "but it can result in arbitrary code execution. Do it only if you got the file from a trusted source.\n"
-    " Please file an issue with the following so that we can make `weights_only=True` compatible with your use "
-    "case: WeightsUnpickler error: Unsupported global: GLOBAL pytorch_lightning.callbacks.model_checkpoint."
-    "ModelCheckpoint was not an allowed global by default. Please use `torch.serialization.add_safe_globals("
-    "[ModelCheckpoint])` to allowlist this global if you trust this class/function.\n\n"
-    "Check the documentation of torch.load to learn more about types accepted by default with weights_only "
-    "https://pytorch.org/docs/stable/generated/torch.load.html.")
 LOAD_FAILED = ("failed on node 4 (CheckpointLoaderSimple) loading ckpt_name 'old.ckpt': standin.executor."
                "InjectedFailure: Weights only load failed. Re-running `torch.load` with `weights_only` set to "
                "`False` will likely succeed, but it can result in arbitrary code execution. Do it only if you got "

@@ -10,6 +10,7 @@ import threading
 
 import pytest
 
+from rig.standin_fixtures import TORCH_WEIGHTS_ONLY
 from visionsuit_gpuworker.comfyui import client as cc
 from visionsuit_gpuworker.comfyui import errors as ce
 from visionsuit_gpuworker.comfyui import websocket as cws
@@ -611,16 +612,6 @@ PARTIAL_WF = {
     "8": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["4", 2]}},
     "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "bad"}},
 }
-# torch.load(weights_only=True) refusing a pickled checkpoint, as ComfyUI reports it (3 newlines, ~600 chars)
-TORCH_WEIGHTS_ONLY = (
-    "Weights only load failed. Re-running `torch.load` with `weights_only` set to `False` will likely succeed, "
-    "but it can result in arbitrary code execution. Do it only if you got the file from a trusted source.\n"
-    " Please file an issue with the following so that we can make `weights_only=True` compatible with your use "
-    "case: WeightsUnpickler error: Unsupported global: GLOBAL pytorch_lightning.callbacks.model_checkpoint."
-    "ModelCheckpoint was not an allowed global by default. Please use `torch.serialization.add_safe_globals("
-    "[ModelCheckpoint])` to allowlist this global if you trust this class/function.\n\n"
-    "Check the documentation of torch.load to learn more about types accepted by default with weights_only "
-    "https://pytorch.org/docs/stable/generated/torch.load.html.")
 
 
 def test_partly_rejected_workflow_fails_by_default():
