@@ -12,26 +12,20 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
 
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, example, given, settings  # noqa: E402
+from hypothesis import example, given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from hypothesis.configuration import set_hypothesis_home_dir  # noqa: E402
 
-# hypothesis keeps caches under ./.hypothesis by default: keep them out of the checkout
-_HOME = tempfile.TemporaryDirectory(prefix="hypothesis-")
-set_hypothesis_home_dir(_HOME.name)
+from rig.fuzz import SETTINGS  # noqa: E402  (bounded, derandomized, caches outside the checkout)
+
 pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWarning")
 
 from visionsuit_gpu_agent import config  # noqa: E402
 
 TOKEN = "tok-9f8e7d6c5b4a39281706f5e4d3c2b1a0"  # shaped like a real token: not a key name
-SETTINGS = settings(max_examples=200, deadline=None, database=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                           HealthCheck.filter_too_much])
 
 SECTIONS = sorted({k.split(".", 1)[0] for k in config.SPEC if "." in k})
 KEY_NAMES = sorted({k.split(".", 1)[-1] for k in config.SPEC})

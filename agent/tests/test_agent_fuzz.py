@@ -16,22 +16,17 @@ import tempfile
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from hypothesis.configuration import set_hypothesis_home_dir  # noqa: E402
 
-# hypothesis keeps caches under ./.hypothesis by default: keep them out of the checkout
-_HOME = tempfile.TemporaryDirectory(prefix="hypothesis-")
-set_hypothesis_home_dir(_HOME.name)
+from rig.fuzz import SETTINGS  # noqa: E402  (bounded, derandomized, caches outside the checkout)
+
 pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWarning")
 
 from visionsuit_gpu_agent import config, envelope, handler, workflow  # noqa: E402
 from visionsuit_gpu_agent.worker import Agent  # noqa: E402
 
 TOKEN = "fuzz-token-0123456789abcdef"
-SETTINGS = settings(max_examples=200, deadline=None, database=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                           HealthCheck.filter_too_much])
 DOCUMENTED = {200, 202, 400, 409, 413, 429}
 
 

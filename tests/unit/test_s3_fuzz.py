@@ -19,13 +19,11 @@ import tempfile
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, assume, example, given, settings  # noqa: E402
+from hypothesis import assume, example, given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from hypothesis.configuration import set_hypothesis_home_dir  # noqa: E402
 
-# hypothesis keeps caches under ./.hypothesis by default: keep them out of the checkout
-_HOME = tempfile.TemporaryDirectory(prefix="hypothesis-")
-set_hypothesis_home_dir(_HOME.name)
+from rig.fuzz import SETTINGS  # noqa: E402  (bounded, derandomized, caches outside the checkout)
+
 pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWarning")
 
 from visionsuit_gpuworker.errors import GpuWorkerError  # noqa: E402
@@ -45,9 +43,6 @@ from visionsuit_gpuworker.s3.keys import (  # noqa: E402
     safe_join,
 )
 
-SETTINGS = settings(max_examples=200, deadline=None, database=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                           HealthCheck.filter_too_much])
 CONFIG_EXIT_CODE = env_mod.CONFIG_EXIT_CODE
 # the MinIO-style secret of test_no_secret_leaks.py: no 5-character piece of it occurs in a message by chance
 SECRET = "lkDUt0Zq9/sEcR+eTWx7pLmN3vB8kJ2hGqY4uFa1"
