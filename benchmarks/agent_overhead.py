@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from rig.minio_server import MinioServer, free_port  # noqa: E402
-from rig.standin_fixtures import safetensors_bytes, start_standin  # noqa: E402
+from rig.standin_fixtures import CHECKPOINT_KEY_PREFIX, checkpoint_bytes, safetensors_bytes, start_standin  # noqa: E402
 
 CACHE = Path(os.environ.get("VISIONSUIT_CACHE") or
              Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "visionsuit-gpuworker")
@@ -194,7 +194,7 @@ def main():
 
         s3 = S3Client(minio.endpoint, minio.access_key, minio.secret_key)
         s3.create_bucket("bench")
-        s3.put_object("bench", "ckpt/base.safetensors", safetensors_bytes({"w": b"\0" * 4096}),
+        s3.put_object("bench", "ckpt/base.safetensors", checkpoint_bytes(b"\0" * 4096),
                       metadata={"original-filename": "base.safetensors"})
         s3.put_object("bench", "loras/5e1f0c", safetensors_bytes({"w": b"\1" * 4096}),
                       metadata={"original-filename": "style.safetensors"})
@@ -288,7 +288,9 @@ def main():
             size = args.staging_mib << 20
             chunk = 16 << 20
             # one valid safetensors file: an 8-byte length, a JSON header padded with spaces, one U8 tensor
-            header = json.dumps({"w": {"dtype": "U8", "shape": [size - 8 - 128], "data_offsets": [0, size - 136]}})
+            # (named like a diffusion model's, so that the stand-in recognises the checkpoint and renders)
+            header = json.dumps({CHECKPOINT_KEY_PREFIX + "w": {"dtype": "U8", "shape": [size - 8 - 128],
+                                                               "data_offsets": [0, size - 136]}})
             head = len(header.ljust(128)).to_bytes(8, "little") + header.ljust(128).encode()
             blob = os.urandom(chunk)
             for n, store in enumerate(("MinIO at normal priority", "MinIO at nice 10, as if on another machine")):

@@ -16,6 +16,7 @@ import urllib.request
 
 CHECKPOINT = "calicomixPonyXL_v20.safetensors"
 LORA = "DoomGirl.safetensors"
+STANDIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rig", "comfyui-standin")
 
 
 def tiny_safetensors(path, tag):
@@ -23,6 +24,22 @@ def tiny_safetensors(path, tag):
     header = json.dumps({"__metadata__": {"visionsuit_demo": tag}}).encode()
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(header)) + header)
+
+
+def tiny_checkpoint(path, tag):
+    """A small checkpoint that ComfyUI (here: the stand-in) recognises as a model: the stand-in's own
+    ``checkpoint_bytes`` (a tensor under ``model.diffusion_model.``). An empty-tensor file would fail to load with
+    "ERROR: Could not detect model type of: ..."."""
+    saved = sys.dont_write_bytecode
+    sys.path.insert(0, STANDIN_DIR)
+    sys.dont_write_bytecode = True  # keep the stand-in's tree clean
+    try:
+        from standin.models import checkpoint_bytes
+    finally:
+        sys.path.remove(STANDIN_DIR)
+        sys.dont_write_bytecode = saved
+    with open(path, "wb") as f:
+        f.write(checkpoint_bytes(metadata={"visionsuit_demo": tag}))
 
 
 class Story:
@@ -55,7 +72,7 @@ class Story:
         local = os.path.join(self.state, "models")
         for kind, name in (("checkpoints", CHECKPOINT), ("loras", LORA)):
             os.makedirs(os.path.join(local, kind), exist_ok=True)
-            tiny_safetensors(os.path.join(local, kind, name), kind)
+            (tiny_checkpoint if kind == "checkpoints" else tiny_safetensors)(os.path.join(local, kind, name), kind)
         subprocess.run(["podman", "cp", local, "%s:/tmp/demo-models" % self.container], check=True)
         self.node("test-create-buckets")
         out = self.node("test-upload-models", "--models", "/tmp/demo-models/checkpoints",

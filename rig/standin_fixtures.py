@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import importlib.util
 import json
 import os
 import signal
@@ -43,6 +44,27 @@ def safetensors_bytes(tensors=None, metadata=None) -> bytes:
         data += raw
     blob = json.dumps(header).encode()
     return struct.pack("<Q", len(blob)) + blob + data
+
+
+def _standin_models():
+    """The stand-in's own ``standin/models.py`` (standard library only, no relative imports), loaded by path
+    without writing bytecode into the stand-in's tree."""
+    spec = importlib.util.spec_from_file_location("comfyui_standin_models", STANDIN_DIR / "standin" / "models.py")
+    module = importlib.util.module_from_spec(spec)
+    saved, sys.dont_write_bytecode = sys.dont_write_bytecode, True
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.dont_write_bytecode = saved
+    return module
+
+
+_MODELS = _standin_models()
+# A small checkpoint the stand-in's CheckpointLoaderSimple recognises (a tensor under "model.diffusion_model."),
+# as a real ComfyUI needs: checkpoint_bytes(data=b"...", tensors=None, metadata=None). A safetensors file without
+# such a key fails at execution with ComfyUI's "ERROR: Could not detect model type of: <path>".
+checkpoint_bytes = _MODELS.checkpoint_bytes
+CHECKPOINT_KEY_PREFIX = _MODELS.CHECKPOINT_KEY_PREFIX
 
 
 def free_port() -> int:
@@ -152,12 +174,16 @@ class StandinServer:
 
     # ------------------------------------------------------------------ helpers
     def add_model(self, folder, name, valid=True, content=None) -> Path:
-        """Drop a model file into models/<folder>/<name>: a small valid safetensors file, or junk."""
+        """Drop a model file into models/<folder>/<name>: a small valid safetensors file (in ``checkpoints``, one
+        that CheckpointLoaderSimple recognises: :func:`checkpoint_bytes`), or junk."""
         path = self.base_dir / "models" / folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        if content is None:
-            content = safetensors_bytes({"w": b"\x01\x02\x03\x04"}, {"standin": "1"}) if valid else \
-                b"this is not a model file\n" * 4
+        if content is None and not valid:
+            content = b"this is not a model file\n" * 4
+        elif content is None and folder == "checkpoints":
+            content = checkpoint_bytes(b"\x01\x02\x03\x04", metadata={"standin": "1"})
+        elif content is None:
+            content = safetensors_bytes({"w": b"\x01\x02\x03\x04"}, {"standin": "1"})
         path.write_bytes(content)
         return path
 

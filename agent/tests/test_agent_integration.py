@@ -25,7 +25,13 @@ from pathlib import Path
 
 import pytest
 
-from rig.standin_fixtures import TORCH_WEIGHTS_ONLY, comfy_standin, safetensors_bytes, standin_factory  # noqa: F401
+from rig.standin_fixtures import (  # noqa: F401
+    TORCH_WEIGHTS_ONLY,
+    checkpoint_bytes,
+    comfy_standin,
+    safetensors_bytes,
+    standin_factory,
+)
 from visionsuit_gpu_agent.config import check
 from visionsuit_gpu_agent.server import make_server
 from visionsuit_gpu_agent.worker import Agent
@@ -38,7 +44,13 @@ TOKEN = "t0ken-" + uuid.uuid4().hex
 
 
 def model_bytes(tag: str, size: int = 0) -> bytes:
+    """A LoRA-like safetensors file (no diffusion model inside): fine for LoraLoader, not for a checkpoint."""
     return safetensors_bytes({"w": tag.encode() + b"\0" * size})
+
+
+def ckpt_bytes(tag: str, size: int = 0) -> bytes:
+    """A checkpoint the stand-in (like ComfyUI) recognises as a model."""
+    return checkpoint_bytes(tag.encode() + b"\0" * size)
 
 
 def agent_config(tmp_path, minio, bucket, comfy, **over):
@@ -137,7 +149,7 @@ def leftovers(*dirs):
 @pytest.fixture
 def env(tmp_path, minio, s3, bucket, comfy_standin):  # noqa: F811
     """Upload a checkpoint and two LoRAs, return a factory of running agents on this stand-in."""
-    s3.put_object(Bucket=bucket, Key="ckpt/base-v1.safetensors", Body=model_bytes("ckpt"),
+    s3.put_object(Bucket=bucket, Key="ckpt/base-v1.safetensors", Body=ckpt_bytes("ckpt"),
                   Metadata={"original-filename": "sdxl_base.safetensors"})
     s3.put_object(Bucket=bucket, Key="loras/3f9a1c0d2b7e", Body=model_bytes("lora-a"),
                   Metadata={"original-filename": "style.safetensors"})
@@ -337,7 +349,7 @@ def test_fault_minio_unreachable(tmp_path, comfy_standin):  # noqa: F811
                           aws_secret_access_key=srv.secret_key, region_name="us-east-1",
                           config=Config(s3={"addressing_style": "path"}))
         s3.create_bucket(Bucket="fault")
-        s3.put_object(Bucket="fault", Key="ckpt/base-v1.safetensors", Body=model_bytes("c"))
+        s3.put_object(Bucket="fault", Key="ckpt/base-v1.safetensors", Body=ckpt_bytes("c"))
         s3.put_object(Bucket="fault", Key="loras/3f9a1c0d2b7e", Body=model_bytes("l"))
         agent = RunningAgent(agent_config(tmp_path, srv, "fault", comfy_standin))
         srv.pause()
@@ -376,7 +388,7 @@ def small_cache_dir(tmp_path, monkeypatch):
 
 def test_fault_disk_full(env, s3, small_cache_dir):
     how, _cache = small_cache_dir
-    s3.put_object(Bucket=env.bucket, Key="ckpt/big.safetensors", Body=model_bytes("big", 3 * 1024 * 1024),
+    s3.put_object(Bucket=env.bucket, Key="ckpt/big.safetensors", Body=ckpt_bytes("big", 3 * 1024 * 1024),
                   Metadata={"original-filename": "big.safetensors"})
     agent = env()
     assert agent.post_job(envelope("diskfull", base_models=[{"key": "ckpt/big.safetensors"}]))[0] == 202
@@ -790,6 +802,26 @@ def test_multiline_comfyui_error_is_one_line_with_the_full_text_beside(env):
     _next_job_works(agent, "after-torchload")
     done = agent.wait("after-torchload")
     assert done["error"] is None and done["error_detail"] is None
+
+
+def test_a_checkpoint_without_a_model_fails_the_job_in_one_line_naming_the_node_and_the_file(env, s3):
+    # a LoRA-like file as base model: ComfyUI's "ERROR: Could not detect model type of: <path>\n<hint>"
+    s3.put_object(Bucket=env.bucket, Key="ckpt/not-a-model.safetensors", Body=model_bytes("vae-only"),
+                  Metadata={"original-filename": "vae_only.safetensors"})
+    agent = env()
+    body = envelope("nomodel", base_models=[{"key": "ckpt/not-a-model.safetensors"}])
+    assert agent.post_job(body)[0] == 202
+    doc = agent.wait("nomodel")
+    assert doc["state"] == "failed" and doc["error_phase"] == "rendering", doc
+    path = Path(env.comfy.base_dir) / "models" / "checkpoints" / "vae_only.safetensors"
+    assert "\n" not in doc["error"]
+    assert doc["error"].startswith("rendering failed: workflow "), doc["error"]
+    assert doc["error"].endswith(
+        " failed on node 4 (CheckpointLoaderSimple) loading ckpt_name 'vae_only.safetensors': RuntimeError: "
+        f"ERROR: Could not detect model type of: {path}"), doc["error"]
+    assert doc["error_detail"] == f"ERROR: Could not detect model type of: {path}"
+    _assert_clean(agent, env)
+    _next_job_works(agent, "after-nomodel")
 
 
 # ---------------------------------------------------------------------------------------------- cancelling prompts

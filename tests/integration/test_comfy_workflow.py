@@ -232,7 +232,7 @@ def _minio_env(tmp_path, minio, **buckets):
 
 
 def test_validation_workflow_passes_once_models_are_synced(standin_factory, tmp_path, minio, s3, bucket):
-    from rig.standin_fixtures import safetensors_bytes
+    from rig.standin_fixtures import checkpoint_bytes, safetensors_bytes
 
     srv = standin_factory()
     wf = json.loads(VALIDATION_WF.read_text())
@@ -245,10 +245,11 @@ def test_validation_workflow_passes_once_models_are_synced(standin_factory, tmp_
     assert "sync-checkpoints" in proc.stderr and "sync-loras" in proc.stderr
 
     # the models reach the node the production way: MinIO -> sync-checkpoints / sync-loras
-    model = safetensors_bytes()  # 8-byte little-endian header length + JSON header {}
-    assert model == (2).to_bytes(8, "little") + b"{}"
+    lora = safetensors_bytes()  # 8-byte little-endian header length + JSON header {}
+    assert lora == (2).to_bytes(8, "little") + b"{}"
+    model = checkpoint_bytes()  # a checkpoint must hold a model ComfyUI can detect
     s3.put_object(Bucket=bucket, Key="checkpoints/calicomixPonyXL_v20.safetensors", Body=model)
-    s3.put_object(Bucket=bucket, Key="loras/DoomGirl.safetensors", Body=model)
+    s3.put_object(Bucket=bucket, Key="loras/DoomGirl.safetensors", Body=lora)
     env_file = _minio_env(tmp_path, minio, checkpoints=bucket, loras=bucket)
     sync_env = {"MINIO_CHECKPOINTS_PREFIX": "checkpoints/", "MINIO_LORAS_PREFIX": "loras/"}
     for prog, folder in (("sync-checkpoints", "checkpoints"), ("sync-loras", "loras")):
@@ -367,6 +368,25 @@ def test_cli_multiline_comfyui_error_is_one_line(standin_factory, tmp_path):
     proc = run_cli("--workflow", wf, "--verbose", "--no-websocket", *cli_target(srv))  # the full text on request
     assert proc.returncode == 4
     assert TORCH_WEIGHTS_ONLY in proc.stderr
+
+
+def test_cli_checkpoint_without_a_model_is_one_line_naming_the_node_and_the_file(standin_factory, tmp_path):
+    from rig.standin_fixtures import safetensors_bytes
+
+    srv = standin_factory()
+    # a LoRA put among the checkpoints: ComfyUI's "Could not detect model type" with its LoRA hint on a 2nd line
+    path = srv.add_model("checkpoints", "DoomGirl_lora.safetensors", content=safetensors_bytes({"lora_te.w": b"1"}))
+    wf = json.loads(json.dumps(MISSING_CKPT_WF))
+    wf["4"]["inputs"]["ckpt_name"] = "DoomGirl_lora.safetensors"
+    proc = run_cli("--workflow", write_wf(tmp_path, wf), "--json", *cli_target(srv))
+    assert proc.returncode == 4, proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("test-run-workflow: workflow "), line
+    assert line.endswith(
+        "failed on node 4 (CheckpointLoaderSimple) loading ckpt_name 'DoomGirl_lora.safetensors': RuntimeError: "
+        f"ERROR: Could not detect model type of: {path} (+1 more line)"), line
+    message = json.loads(proc.stdout)["error"]["exception_message"]
+    assert message.startswith(f"ERROR: Could not detect model type of: {path}\n\nHINT: This seems to be a Lora file")
 
 
 def test_module_partly_rejected_workflow_and_allow_partial(standin_factory, collections_path):

@@ -735,12 +735,11 @@ def test_run_workflow_waits_for_a_history_entry_written_after_execution_success(
 
 
 def test_run_workflow_ignores_binary_preview_frames(standin_factory):
-    from rig.standin_fixtures import safetensors_bytes
+    from rig.standin_fixtures import checkpoint_bytes
 
     srv = standin_factory(previews=True, delay=0.2)  # slow enough that the client reads the socket
     (srv.base_dir / "models" / "checkpoints").mkdir(parents=True, exist_ok=True)
-    (srv.base_dir / "models" / "checkpoints" / "model.safetensors").write_bytes(
-        safetensors_bytes({"w": b"\x00" * 16}))
+    (srv.base_dir / "models" / "checkpoints" / "model.safetensors").write_bytes(checkpoint_bytes(b"\x00" * 16))
     client = cc.ComfyClient(srv.url, timeout=10)
     seen = []
     real_recv = cws.WebSocket.recv

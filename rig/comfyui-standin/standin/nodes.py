@@ -13,7 +13,7 @@ import string
 import zlib
 
 from . import png
-from .models import check_model_file
+from .models import check_checkpoint_file, check_model_file
 from .paths import save_image_path
 
 MAX_RESOLUTION = 16384
@@ -141,16 +141,17 @@ def _float(default, lo, hi, step, **extra):
 
 
 # ---------------------------------------------------------------------------------------------- behaviour
-def _load(ctx, folder, name, kinds):
+def _load(ctx, folder, name, kinds, check=check_model_file):
     path = ctx.layout.model_path(folder, name)
     if path is None:
         raise FileNotFoundError(f"Model in folder '{folder}' with filename '{name}' not found.")
-    check_model_file(path)
+    check(path)
     return tuple(Loaded(kind, [name]) for kind in kinds)
 
 
 def run_checkpoint_loader(ctx, ckpt_name):
-    return _load(ctx, "checkpoints", ckpt_name, ("MODEL", "CLIP", "VAE")), None
+    # only checkpoints must hold a detectable model (LoRAs and VAEs have other keys)
+    return _load(ctx, "checkpoints", ckpt_name, ("MODEL", "CLIP", "VAE"), check=check_checkpoint_file), None
 
 
 def run_vae_loader(ctx, vae_name):
