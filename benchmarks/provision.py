@@ -89,6 +89,8 @@ def main():
             with os.fdopen(fd, "w") as f:
                 json.dump({"comfyui_git_url": "file:///srv/comfyui-standin.git", "comfyui_version": "standin-v1",
                            "comfyui_torch_packages": [], "gpu_agent_api_token": "benchmark-token-0123456789",
+                           "comfyui_pip_constraints_file": os.path.join(ROOT, "rig", "comfyui-standin",
+                                                                        "constraints.txt"),
                            "visionsuit_minio_endpoint": "http://host.containers.internal:%d" % minio.port,
                            "visionsuit_minio_access_key": minio.access_key,
                            "visionsuit_minio_secret_key": minio.secret_key}, f)

@@ -61,9 +61,9 @@ up() {
     echo "   $COMFYUI_GIT_URL @ $COMFYUI_VERSION with CPU PyTorch"
   fi; done_step
 
-  python3 - "$state" "$git_url" "$version" "$torch" <<'PY'
+  python3 - "$state" "$git_url" "$version" "$torch" "$root" <<'PY'
 import json, os, secrets, sys
-state, url, version, torch = sys.argv[1:5]
+state, url, version, torch, root = sys.argv[1:6]
 m = json.load(open(os.path.join(state, "minio", "minio.json")))
 v = {
     "comfyui_git_url": url, "comfyui_version": version, "comfyui_torch_packages": json.loads(torch),
@@ -72,6 +72,8 @@ v = {
     "gpu_agent_api_token": secrets.token_urlsafe(24),
     "comfyui_listen": "0.0.0.0",
 }
+if version == "standin-v1":  # the stand-in has no shipped package set: its own (empty) constraints
+    v["comfyui_pip_constraints_file"] = os.path.join(root, "rig", "comfyui-standin", "constraints.txt")
 fd = os.open(os.path.join(state, "demo-vars.yml"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
 with os.fdopen(fd, "w") as f:
     json.dump(v, f, indent=2)

@@ -168,3 +168,53 @@ def test_found_by_fuzzing_a_huge_integer_and_a_broken_url_are_config_problems(do
     with pytest.raises(config.ConfigError) as caught:
         config.check(doc)
     assert problem in caught.value.problems
+
+
+# ------------------------------------------------------------------------------------------- minio.env_file
+# Pieces of a node's minio.env with the secret where it belongs and where it does not (a value that runs into
+# another assignment, a secret pasted into the endpoint, a bucket or a path, a line without '=').
+ENV_FRAGMENTS = [
+    "MINIO_ENDPOINT=http://127.0.0.1:9000", "MINIO_ACCESS_KEY=a", "MINIO_SECRET_KEY=s", "MINIO_SECURE=maybe",
+    f"MINIO_SECRET_KEY={TOKEN}", f'MINIO_SECRET_KEY="{TOKEN}', f"MINIO_SECRET_KEY='{TOKEN}",
+    f"MINIO_SECRET_KEY {TOKEN}",
+    f'MINIO_SECRET_KEY="{TOKEN}" x', f"MINIO_ENDPOINT={TOKEN}", f"MINIO_ENDPOINT=http://{TOKEN}",
+    f"MINIO_ENDPOINT=http://[{TOKEN}]:9", f"MINIO_ENDPOINT=http://h:9000/{TOKEN}", f"MINIO_ENDPOINT={TOKEN}://h",
+    f"MINIO_ENDPOINT=HTTP{TOKEN}://h", f"MINIO_ENDPOINT=http://a:{TOKEN}@h:9", f"MINIO_ENDPOINT=http://h:{TOKEN}",
+    f"MINIO_ENDPOINT=http://h:9 MINIO_SECRET_KEY={TOKEN}", f"MINIO_BUCKET_LORAS={TOKEN}",
+    f"MINIO_BUCKET_OUTPUTS=Bad_{TOKEN}", f"MINIO_CA_BUNDLE={TOKEN}", f"MINIO_CA_BUNDLE=/{TOKEN}",
+    f"MINIO_REGION={TOKEN}", f"MINIO_ACCESS_KEY={TOKEN}", f"MINIO_OUTPUTS_PREFIX={TOKEN}", TOKEN, f"export {TOKEN}=1",
+    f"{TOKEN}=x", "export ", "#", "'", '"', "=", "\\", " #", "\x00", "\ufeff", "\r", "\t", "\x85", "\u2028",
+]
+YAML_MINIO_KEYS = ["endpoint", "access_key", "secret_key", "region", "ca_bundle", "bucket_loras", "outputs_prefix"]
+
+
+def _check_env_file(tmp, data, yaml_keys=()):
+    path = tmp / "minio.env"
+    if isinstance(data, bytes):
+        path.write_bytes(data)
+    else:
+        path.write_text(data, encoding="utf-8", errors="surrogatepass", newline="")
+    doc = {"server": {"api_token": "t" * 16}, "minio": dict({"env_file": str(path)}, **dict.fromkeys(yaml_keys, "v"))}
+    try:
+        return config.check(doc)
+    except config.ConfigError as err:
+        assert err.problems and all(isinstance(p, str) and p for p in err.problems)
+        _secret_free(err)
+        return None
+
+
+@SETTINGS
+@given(pieces=st.lists(st.one_of(st.sampled_from(ENV_FRAGMENTS), st.text(max_size=12)), min_size=1, max_size=16),
+       joiners=st.lists(st.sampled_from(["\n", " ", "", "\r\n", "=", '"']), min_size=16, max_size=16),
+       yaml_keys=st.sets(st.sampled_from(YAML_MINIO_KEYS), max_size=3))
+@example(pieces=[f"MINIO_ENDPOINT=http://[{TOKEN}]:9"], joiners=["\n"] * 16, yaml_keys=set())
+@example(pieces=[f"MINIO_ENDPOINT=HTTP{TOKEN}://h", f"MINIO_CA_BUNDLE=/{TOKEN}"], joiners=["\n"] * 16,
+         yaml_keys={"secret_key"})
+def test_env_file_with_a_secret_gives_only_config_error_without_it(tmp, pieces, joiners, yaml_keys):
+    _check_env_file(tmp, "".join(p + j for p, j in zip(pieces, joiners)), sorted(yaml_keys))
+
+
+@SETTINGS
+@given(data=st.binary(max_size=300))
+def test_arbitrary_env_file_bytes_give_only_config_error(tmp, data):
+    _check_env_file(tmp, data)

@@ -7,6 +7,13 @@ once. Missing keys take the defaults of :data:`SPEC`.
 No problem ever quotes the file: YAML and JSON syntax errors give the line, the column and the key there (when it
 is one of :data:`SPEC`), never the offending text, which may be the API token or the MinIO secret key; the values
 of the secret keys and unknown keys that do not look like key names are not shown either.
+
+The MinIO connection may come from the node's env file instead (``minio.env_file``, normally
+``/etc/comfyui/minio.env``, the file the node commands read): its ``MINIO_*`` variables (:data:`ENV_KEYS`) are
+read with the library's parser (:mod:`visionsuit_gpuworker.s3.env`) when the configuration is loaded, i.e. once at
+start and by ``--check-config``. A key given both here and in the env file is a problem. Problems about a value
+from the env file name the file and the variable (``minio.env_file (/etc/comfyui/minio.env) MINIO_SECRET_KEY: is
+required``) and never show the value or any part of it: any line of that file may hold the secret key.
 """
 from __future__ import annotations
 
@@ -15,10 +22,12 @@ import ipaddress
 import json
 import os
 import re
+import stat
 from urllib.parse import urlsplit
 
 from visionsuit_gpuworker.errors import GpuWorkerError
 from visionsuit_gpuworker.s3.endpoint import parse_endpoint, redact
+from visionsuit_gpuworker.s3.env import parse_env_text
 
 try:  # Debian's python3-yaml, visible through the venv's --system-site-packages
     import yaml
@@ -76,7 +85,7 @@ def _networks(value):
 
 def _bucket(value):
     if value and not BUCKET_RE.match(value):
-        return f"{value!r} is not a valid bucket name (3-63 lowercase letters, digits, dots, hyphens)"
+        return "is not a valid bucket name (3-63 lowercase letters, digits, dots, hyphens)"
     return None
 
 
@@ -97,6 +106,7 @@ SPEC = {
     "server.threads_timeout": (float, 30.0, lambda v: None if v > 0 else "must be positive"),
     "state_dir": (str, "/var/lib/visionsuit-gpu-agent", lambda v: None if v and os.path.isabs(v)
                   else "must be an absolute path"),
+    "minio.env_file": (str, "", _abs),
     "minio.endpoint": (str, "", _minio_endpoint),
     "minio.access_key": (str, "", lambda v: None if v else "is required"),
     "minio.secret_key": (str, "", lambda v: None if v else "is required"),
@@ -152,6 +162,21 @@ SPEC = {
 }
 
 SECRET_KEYS = ("server.api_token", "minio.secret_key")
+
+# The keys ``minio.env_file`` provides, and the variable of the env file each one comes from (the same names as the
+# node commands use; MINIO_SECURE is not needed, the endpoint's scheme says it, and the agent has no use for
+# MINIO_CHECKPOINTS_PREFIX / MINIO_LORAS_PREFIX: an envelope names each model by its full key).
+ENV_KEYS = {
+    "minio.endpoint": "MINIO_ENDPOINT",
+    "minio.access_key": "MINIO_ACCESS_KEY",
+    "minio.secret_key": "MINIO_SECRET_KEY",
+    "minio.region": "MINIO_REGION",
+    "minio.ca_bundle": "MINIO_CA_BUNDLE",
+    "minio.bucket_checkpoints": "MINIO_BUCKET_CHECKPOINTS",
+    "minio.bucket_loras": "MINIO_BUCKET_LORAS",
+    "minio.bucket_outputs": "MINIO_BUCKET_OUTPUTS",
+    "minio.outputs_prefix": "MINIO_OUTPUTS_PREFIX",
+}
 
 
 def _is_ip(value):
@@ -341,6 +366,64 @@ def _flatten(doc, problems):
     return flat
 
 
+ENV_FILE_MAX_BYTES = 1048576
+_ENV_FILE_FIX = ("the gpu_agent and comfyui roles write it from visionsuit_minio_* or comfyui_minio_*: run the "
+                 "role, or point minio.env_file at the node's minio.env")
+
+
+def read_env_file(path):
+    """The variables of the env file ``path``, parsed by the node commands' parser: ``(values, None)``, or
+    ``(None, problem)`` with one line that names the file and the fix and never shows a line of it."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):   # a FIFO or a device would block or never end
+            return None, f"minio.env_file: {path} is not a regular file (point minio.env_file at the minio.env file)"
+        with open(path, "rb") as f:
+            raw = f.read(ENV_FILE_MAX_BYTES + 1)
+    except FileNotFoundError:
+        return None, f"minio.env_file: {path} does not exist ({_ENV_FILE_FIX})"
+    except PermissionError:
+        return None, (f"minio.env_file: {path} is not readable by this user (uid {os.geteuid()}); run the agent "
+                      "in the file's group: the gpu_agent role's unit joins ComfyUI's group and the file is "
+                      "root:comfyui 0640")
+    except OSError as err:
+        return None, f"minio.env_file: cannot read {path}: {err.strerror or type(err).__name__}"
+    if len(raw) > ENV_FILE_MAX_BYTES:
+        return None, f"minio.env_file: {path} is larger than 1 MiB; it is not a minio.env file"
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return None, f"minio.env_file: {path} is not UTF-8 text (byte {err.start + 1} of the file)"
+    try:
+        return parse_env_text(text, path), None
+    except GpuWorkerError as err:   # names the line and the variable, never the text of the line
+        return None, "minio.env_file: {}{}".format(err.message, f" ({err.hint})" if err.hint else "")
+
+
+def _merge_env_file(flat, problems):
+    """Put the values of ``minio.env_file`` (when set) into ``flat``. Returns ``{key: label}`` for the keys of
+    :data:`ENV_KEYS` the file provides, the label naming the file and the variable; the label is None for a key
+    not to be checked at all (the file is unusable or the key is given twice: that problem is already listed)."""
+    path = flat.get("minio.env_file")
+    if path is None or (isinstance(path, str) and not path):
+        return {}
+    not_here = [key for key in ENV_KEYS if flat.get(key) is None]
+    if not (isinstance(path, str) and os.path.isabs(path)):
+        return dict.fromkeys(not_here)   # the SPEC loop reports minio.env_file itself
+    env, problem = read_env_file(path)
+    if problem:
+        problems.append(problem)
+        return dict.fromkeys(not_here)
+    sources = {}
+    for key, variable in ENV_KEYS.items():
+        if variable in env and flat.get(key) is not None:
+            problems.append(f"{key}: is set here and in minio.env_file ({path}, as {variable}); keep one")
+            sources[key] = None
+        elif key in not_here:
+            flat[key] = env.get(variable) or None   # absent or empty: the default
+            sources[key] = f"minio.env_file ({path}) {variable}"
+    return sources
+
+
 def check(doc, path=None):
     """Check a parsed document; return a :class:`Config` or raise :class:`ConfigError` listing every problem."""
     problems = []
@@ -348,7 +431,10 @@ def check(doc, path=None):
     values = {}
     for key in sorted(set(flat) - set(SPEC)):
         problems.append(f"{_shown_key(key)}: unknown key")
+    sources = _merge_env_file(flat, problems)
     for key, (kind, default, validator) in SPEC.items():
+        if key in sources and sources[key] is None:
+            continue
         if key not in flat or flat[key] is None:
             value = copy.deepcopy(default)
         else:
@@ -365,6 +451,9 @@ def check(doc, path=None):
                 continue
         if validator is not None:
             why = validator(value)
+            if why and key in sources:   # a value of the env file: never shown, nor any quoted piece of it
+                problems.append(f"{sources[key]}: {_masked(why)}")
+                continue
             if why:
                 shown = "" if key in SECRET_KEYS else f" (got {_shown(value)!r})"
                 problems.append("{}: {}{}".format(key, why, shown if value not in ("", []) else ""))
@@ -375,7 +464,8 @@ def check(doc, path=None):
             problems.append("server.tls_cert/server.tls_key: give both or neither")
         for key in ("server.tls_cert", "server.tls_key", "minio.ca_bundle", "callback.ca_bundle"):
             if values[key] and not os.path.isfile(values[key]):
-                problems.append(f"{key}: {values[key]} does not exist")
+                problems.append(f"{sources[key]}: names a file that does not exist" if key in sources
+                                else f"{key}: {values[key]} does not exist")
         if values["defaults.template"]:
             from .workflow import template_names
             if values["defaults.template"] not in template_names():

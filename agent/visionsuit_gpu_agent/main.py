@@ -1,7 +1,9 @@
 """Entry point and supervisor: ``python -m visionsuit_gpu_agent [--config PATH] [--check-config]``.
 
 ``--check-config`` validates the file and exits 0 (valid) or 1 (one line per bad key on stderr); the role
-runs it as the ``validate`` command of the config template, so a bad value never reaches a running agent.
+runs it as the ``validate`` command of the config template, so a bad value never reaches a running agent. The
+MinIO env file named by ``minio.env_file`` is read and checked with it; the agent reads that file at start only
+(a changed minio.env takes effect at the next restart).
 
 Serving: the HTTP server runs in the main thread's care, the worker, callback and health threads beside it.
 SIGTERM/SIGINT stop taking jobs, wait up to ``jobs.shutdown_grace`` seconds for the running job and exit 0;
@@ -78,8 +80,9 @@ def check_config(path, out=sys.stdout, err=sys.stderr):
             print(f"{path}: {line}", file=err)
         print(f"{path}: {len(exc.problems)} problem(s); configuration rejected", file=err)
         return 1
-    print("{}: configuration OK (listen {}:{}, MinIO {}, ComfyUI {})".format(
-        path, cfg["server.listen"], cfg["server.port"], cfg["minio.endpoint"], cfg["comfyui.url"]), file=out)
+    print("{}: configuration OK (listen {}:{}, MinIO {}{}, ComfyUI {})".format(
+        path, cfg["server.listen"], cfg["server.port"], cfg["minio.endpoint"],
+        f" from {cfg['minio.env_file']}" if cfg["minio.env_file"] else "", cfg["comfyui.url"]), file=out)
     return 0
 
 

@@ -250,3 +250,67 @@ def test_agent_config_that_is_not_utf8(tmp_path, caplog, capsys):
         agent_config.load(path)
     assert_no_leak(str(e.value), TOKEN)
     assert path in str(e.value) and "UTF-8" in str(e.value)
+
+
+# ------------------------------------------------------------------------ the GPU agent's minio.env_file
+# The agent reads the node's minio.env (config.yaml: minio.env_file) with the same parser: every malformed file
+# above, and values the agent refuses, with the secret on the offending line. The problem names the env file and
+# the variable; --check-config and the start-up log print no piece of the secret.
+ENV_TAIL = "MINIO_ACCESS_KEY=visionsuit\nMINIO_BUCKET_CHECKPOINTS=checkpoints\n"
+AGENT_ENV_CASES = {
+    "endpoint running into the secret's assignment": (
+        f"MINIO_ENDPOINT=http://127.0.0.1:9 MINIO_SECRET_KEY={SECRET}\nMINIO_SECRET_KEY=x\n" + ENV_TAIL,
+        "MINIO_ENDPOINT"),
+    "credentials in the endpoint URL": (
+        f"MINIO_ENDPOINT=http://visionsuit:{SECRET}@127.0.0.1:9\nMINIO_SECRET_KEY=x\n" + ENV_TAIL, "MINIO_ENDPOINT"),
+    "secret as the endpoint's scheme": (
+        f"MINIO_ENDPOINT={SECRET[:8]}://127.0.0.1:9\nMINIO_SECRET_KEY=x\n" + ENV_TAIL, "MINIO_ENDPOINT"),
+    "secret as an IPv6 address": (
+        f"MINIO_ENDPOINT=http://[{SECRET[:8]}]:9\nMINIO_SECRET_KEY=x\n" + ENV_TAIL, "MINIO_ENDPOINT"),
+    "secret as a bucket": (HEAD + "MINIO_SECRET_KEY=x\n" + ENV_TAIL + f"MINIO_BUCKET_LORAS={SECRET}\n",
+                           "MINIO_BUCKET_LORAS"),
+    "CA bundle running into the secret's assignment": (
+        f"MINIO_ENDPOINT=https://127.0.0.1:9\nMINIO_CA_BUNDLE=/nonexistent/ca.pem MINIO_SECRET_KEY={SECRET}\n"
+        "MINIO_SECRET_KEY=x\n" + ENV_TAIL, "MINIO_CA_BUNDLE"),
+    "secret as a relative CA bundle": (HEAD + f"MINIO_SECRET_KEY=x\nMINIO_CA_BUNDLE={SECRET}\n" + ENV_TAIL,
+                                       "MINIO_CA_BUNDLE"),
+    "secret key missing": (HEAD + ENV_TAIL, "MINIO_SECRET_KEY"),
+}
+
+
+def _agent_env_config(tmp_path, env_text, minio_yaml=""):
+    env_path = write(tmp_path, env_text)
+    return env_path, f"server:\n  api_token: {TOKEN}\nminio:\n  env_file: {env_path}\n{minio_yaml}"
+
+
+@pytest.mark.parametrize("case", sorted(ENV_CASES))
+def test_agent_env_file_parser_errors_never_print_the_secret(tmp_path, case, caplog, capsys):
+    text, line, _key = ENV_CASES[case]
+    env_path, config_text = _agent_env_config(tmp_path, text)
+    problems = _check_agent(tmp_path, config_text, None, None, caplog, capsys)
+    assert env_path in problems, problems
+    if line:   # a malformed line: named by its number, never shown
+        assert f"{env_path} line {line}" in problems, problems
+
+
+@pytest.mark.parametrize("case", sorted(AGENT_ENV_CASES))
+def test_agent_env_file_values_it_refuses_never_print_the_secret(tmp_path, case, caplog, capsys):
+    text, variable = AGENT_ENV_CASES[case]
+    env_path, config_text = _agent_env_config(tmp_path, text)
+    problems = _check_agent(tmp_path, config_text, None, f"minio.env_file ({env_path}) {variable}: ", caplog, capsys)
+    assert len(problems.splitlines()) == 1, problems
+
+
+def test_agent_secret_in_both_config_and_env_file_is_named_not_shown(tmp_path, caplog, capsys):
+    env_path, config_text = _agent_env_config(tmp_path, HEAD + f"MINIO_SECRET_KEY={SECRET}\n" + ENV_TAIL,
+                                              f"  secret_key: {SECRET}\n")
+    problems = _check_agent(tmp_path, config_text, None, "minio.secret_key: is set here and in minio.env_file",
+                            caplog, capsys)
+    assert env_path in problems and "MINIO_SECRET_KEY" in problems
+
+
+def test_agent_env_file_that_is_not_utf8(tmp_path, caplog, capsys):
+    env_path, config_text = _agent_env_config(
+        tmp_path, HEAD.encode() + b"MINIO_SECRET_KEY=" + SECRET.encode() + b"\xff\xfe\n")
+    problems = _check_agent(tmp_path, config_text, None, f"minio.env_file: {env_path} is not UTF-8", caplog, capsys)
+    assert len(problems.splitlines()) == 1
