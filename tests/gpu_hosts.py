@@ -13,6 +13,15 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "gpu"
 KERNEL = "6.8.0-45-generic"
 TOOL_FILES = {"lspci": "lspci.txt", "nvidia-smi": "nvidia-smi.txt", "rocminfo": "rocminfo.txt",
               "mokutil": "mokutil.txt", "ubuntu-drivers": "ubuntu-drivers.txt", "dpkg-query": "dpkg.txt"}
+#: nvidia-smi's numbering query (gpu_facts.NVIDIA_INDEX_QUERY) has its own recording
+INDEX_FILE = "nvidia-smi-index.txt"
+
+
+def fixture_file(case, tool, args):
+    """The recorded output of ``tool args`` on host ``case`` (it may not exist)."""
+    if tool == "nvidia-smi" and args and args[0] == gpu_facts.NVIDIA_INDEX_QUERY:
+        return FIXTURES / case / INDEX_FILE
+    return FIXTURES / case / TOOL_FILES[tool]
 
 
 def fixture_runner(case, calls=None, absent=()):
@@ -20,7 +29,7 @@ def fixture_runner(case, calls=None, absent=()):
     def run(tool, args):
         if calls is not None:
             calls.append((tool, list(args)))
-        path = FIXTURES / case / TOOL_FILES[tool]
+        path = fixture_file(case, tool, args)
         if not path.exists() or tool in absent:
             return None
         return 0, path.read_text()

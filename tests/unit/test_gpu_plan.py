@@ -149,6 +149,20 @@ def test_bmc_only_server_is_cpu():
                                 "installing CPU-only PyTorch"]
 
 
+@pytest.mark.parametrize(("case", "packages", "variant"), [
+    ("nvidia-l40s-x2", ["nvidia-driver-550-server"], "cu124"),
+    ("nvidia-hgx-h100", ["nvidia-driver-550-server"], "cu124"),
+    ("nvidia-bmc-igpu", ["nvidia-driver-550"], "cu124"),
+    ("amd-w7900-x4", ["amdgpu-dkms", "hip-runtime-amd", "rocm-hip-runtime", "rocminfo"], "rocm6.2"),
+])
+def test_multi_gpu_and_mixed_hosts_plan_one_driver_stack(case, packages, variant):
+    """Several GPUs of one model (or a GPU beside a BMC and an iGPU) need the same stack as one GPU, no warning."""
+    plan = plan_for(case)
+    assert plan["packages"] == ["linux-headers-" + KERNEL] + packages
+    assert plan["torch_variant"] == variant
+    assert plan["warnings"] == [] and plan["reboot_required"] is False
+
+
 def test_intel_igpu_plus_nvidia_on_debian():
     plan = plan_for("intel-nvidia", "Debian", "12.7")
     assert plan["packages"] == ["linux-headers-amd64", "nvidia-driver", "firmware-misc-nonfree", "nvidia-smi"]

@@ -24,7 +24,22 @@ Classification rules (documented in ``roles/gpu_driver/README.md``):
 The sysfs tree is read from ``<root>/bus/pci/devices/<address>/``: files ``vendor``, ``device``, ``class``,
 optional ``subsystem_vendor``/``subsystem_device``, optional ``mem_info_vram_total`` (bytes, amdgpu) and
 ``driver``, a symlink to the bound driver (as in sysfs) or, in recorded fixtures, a plain file holding the
-driver name.
+driver name, and optional ``numa_node`` (``-1`` when the platform does not say).
+
+GPU numbering (``index`` of each render GPU, what ``CUDA_VISIBLE_DEVICES`` / ``HIP_VISIBLE_DEVICES`` select; see
+:func:`number_gpus`):
+
+* NVIDIA: the index ``nvidia-smi --query-gpu=index,pci.bus_id,...`` prints for the GPU's bus id. NVML numbers the
+  GPUs in PCI bus order; CUDA uses the same numbering only with ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` (its default,
+  FASTEST_FIRST, reorders mixed models), so whoever pins a process by index sets that too
+  (:mod:`.instances` does). Without nvidia-smi (no driver yet) the index is the position in PCI bus order among
+  the NVIDIA GPUs not reserved for passthrough (``vfio-pci``) - what NVML will number once the driver runs;
+* AMD: the position of the GPU's agent among the GPU agents of ``rocminfo`` (matched by its ``BDFID``), which is
+  the HIP/ROCr enumeration order that ``HIP_VISIBLE_DEVICES`` indexes (an APU's GPU agent counts there too).
+  Without rocminfo, or a rocminfo too old to print ``BDFID``, the position in PCI bus order among the AMD render
+  GPUs not on ``vfio-pci`` (the order amdgpu probes them in, hence the render nodes' order);
+* ``index_source`` says which of ``nvidia-smi``, ``rocminfo`` or ``pci-order`` (a prediction) numbered a GPU;
+  a render GPU the running driver does not show (bound to ``vfio-pci``, or missing from nvidia-smi) has no index.
 """
 from __future__ import absolute_import, division, print_function
 
@@ -158,10 +173,23 @@ def _bus(address):
 
 
 def normalize_address(address):
+    """``'c1:00.0'`` -> ``'0000:c1:00.0'``; nvidia-smi's ``'00000000:1B:00.0'`` -> ``'0000:1b:00.0'``."""
     address = address.strip().lower()
     if re.match(r"^[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$", address):
         address = "0000:" + address
+    match = re.match(r"^([0-9a-f]{5,8}):([0-9a-f]{2}:[0-9a-f]{2}\.[0-7])$", address)
+    if match:  # NVML prints the domain with 8 digits, sysfs with 4 (5 for VMD domains such as 10000)
+        address = "%04x:%s" % (int(match.group(1), 16), match.group(2))
     return address
+
+
+def parse_numa_node(text):
+    """sysfs ``numa_node``: ``'1'`` -> 1; ``'-1'`` (no affinity known), empty or missing -> None."""
+    text = (text or "").strip()
+    if not re.match(r"^-?\d+$", text):
+        return None
+    node = int(text)
+    return node if node >= 0 else None
 
 # ------------------------------------------------------------------------------------------ classification
 
@@ -191,7 +219,7 @@ def classify(vendor_id, device_id, class_id, address, vram_bytes=None):
 
 
 def _device_record(address, vendor_id, device_id, class_id, driver=None, name=None, vram_bytes=None,
-                   subsystem_vendor_id=None, source="sysfs"):
+                   subsystem_vendor_id=None, source="sysfs", numa_node=None):
     vendor, kind, render, reason = classify(vendor_id, device_id, class_id, address, vram_bytes)
     return {
         "address": address,
@@ -208,6 +236,13 @@ def _device_record(address, vendor_id, device_id, class_id, driver=None, name=No
         "name": name or KNOWN_DEVICES.get((vendor_id, device_id)) or "%s:%s" % (vendor_id, device_id),
         "vram_bytes": vram_bytes,
         "source": source,
+        # filled in by number_gpus (summarize); the same keys on every record, None where they do not apply
+        "index": None,
+        "index_source": None,
+        "pci_address": address,
+        "model": None,
+        "memory_mib": None,
+        "numa_node": numa_node,
     }
 
 # ------------------------------------------------------------------------------------------------- sysfs
@@ -238,7 +273,8 @@ def parse_sysfs(root="/sys"):
         vram_bytes = int(vram) if vram and vram.isdigit() else None
         subsystem = _hexid(_read(os.path.join(path, "subsystem_vendor")))
         devices.append(_device_record(normalize_address(entry), vendor_id, device_id, class_id, driver=driver,
-                                      vram_bytes=vram_bytes, subsystem_vendor_id=subsystem))
+                                      vram_bytes=vram_bytes, subsystem_vendor_id=subsystem,
+                                      numa_node=parse_numa_node(_read(os.path.join(path, "numa_node")))))
     return devices
 
 # ------------------------------------------------------------------------------------------------- lspci
@@ -332,12 +368,35 @@ def parse_nvidia_smi(text):
     return gpus
 
 
-def parse_rocminfo(text):
-    """Parse ``rocminfo``: the GPU agents (gfx target, marketing name, compute units) and the kfd state."""
-    text = text or ""
+def parse_nvidia_smi_gpus(text):
+    """Parse ``nvidia-smi --query-gpu=index,pci.bus_id,name,memory.total --format=csv,noheader,nounits``.
+
+    Returns ``[{index, pci_address, name, memory_mib}]`` in nvidia-smi's order; the bus id is normalized to the
+    sysfs form (``00000000:1B:00.0`` -> ``0000:1b:00.0``). Lines that are not such records (error banners, the
+    output of another query) are skipped. ``memory.total`` may carry its unit (without ``nounits``) or be
+    ``[N/A]``.
+    """
+    gpus = []
+    for line in (text or "").splitlines():
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) < 4 or not fields[0].isdigit():
+            continue
+        address = normalize_address(fields[1])
+        if not re.match(r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$", address):
+            continue
+        mem = re.match(r"^(\d+)(?:\s*MiB)?$", fields[3])
+        gpus.append({"index": int(fields[0]), "pci_address": address, "name": fields[2],
+                     "memory_mib": int(mem.group(1)) if mem else None})
+    return gpus
+
+
+_ROCMINFO_KEYS = ("Name", "Marketing Name", "Device Type", "Compute Unit", "Uuid", "BDFID")
+
+
+def _rocminfo_agents(text):
     agents = []
     current = None
-    for raw in text.splitlines():
+    for raw in (text or "").splitlines():
         line = raw.strip()
         if re.match(r"^Agent \d+$", line):
             current = {}
@@ -347,10 +406,16 @@ def parse_rocminfo(text):
             continue
         key, dummy, value = line.partition(":")
         key = key.strip()
-        if key in ("Name", "Marketing Name", "Device Type", "Compute Unit", "Uuid") and key not in current:
+        if key in _ROCMINFO_KEYS and key not in current:
             current[key] = value.strip()
+    return agents
+
+
+def parse_rocminfo(text):
+    """Parse ``rocminfo``: the GPU agents (gfx target, marketing name, compute units) and the kfd state."""
+    text = text or ""
     gpus = []
-    for agent in agents:
+    for agent in _rocminfo_agents(text):
         if agent.get("Device Type") != "GPU":
             continue
         cu = agent.get("Compute Unit", "")
@@ -362,6 +427,27 @@ def parse_rocminfo(text):
     elif "ROCk module is NOT loaded" in text:
         kfd = False
     return {"gpus": gpus, "kfd_loaded": kfd}
+
+
+def parse_rocminfo_order(text):
+    """The GPU agents of ``rocminfo`` in its order - the HIP device order - with their PCI function.
+
+    Returns ``[{index, pci_function, name}]``: ``pci_function`` is ``'bb:dd.f'`` decoded from ``BDFID``
+    (``bus << 8 | device << 3 | function``; rocminfo prints no PCI domain), None when this rocminfo does not
+    print it.
+    """
+    order = []
+    for agent in _rocminfo_agents(text):
+        if agent.get("Device Type") != "GPU":
+            continue
+        bdf = agent.get("BDFID", "")
+        function = None
+        if bdf.isdigit():
+            value = int(bdf)
+            function = "%02x:%02x.%x" % ((value >> 8) & 0xff, (value >> 3) & 0x1f, value & 0x7)
+        order.append({"index": len(order), "pci_function": function,
+                      "name": agent.get("Marketing Name") or agent.get("Name")})
+    return order
 
 
 def parse_mokutil(text):
@@ -405,13 +491,90 @@ def parse_dpkg_installed(text):
         if status.strip().endswith("install ok installed") and name.strip():
             names.append(name.strip())
     return names
+
+
+# ------------------------------------------------------------------------------------------- numbering
+
+MIB = 1 << 20
+
+
+def _number_in_pci_order(candidates):
+    """Index the GPUs by PCI bus order, leaving out those reserved for passthrough; returns the indexed ones."""
+    usable = [d for d in sorted(candidates, key=lambda d: d["address"]) if d.get("driver") != "vfio-pci"]
+    for position, dev in enumerate(usable):
+        dev["index"], dev["index_source"] = position, "pci-order"
+    return usable
+
+
+def number_gpus(devices, nvidia_smi_gpus=None, rocminfo_order=None, nvidia_smi=None):
+    """Fill ``index``, ``index_source``, ``model`` and ``memory_mib`` of the device records, in place.
+
+    ``nvidia_smi_gpus`` is :func:`parse_nvidia_smi_gpus`' result, ``rocminfo_order`` :func:`parse_rocminfo_order`'s,
+    ``nvidia_smi`` :func:`parse_nvidia_smi`'s (models and memory when only that query answered). The numbering
+    rules are in the module docstring. Returns warnings (a runtime that does not show a render GPU, or lists
+    one the PCI bus does not show).
+    """
+    warnings = []
+    for dev in devices:
+        dev["index"], dev["index_source"] = None, None
+        dev["pci_address"] = dev["address"]
+        dev["model"] = dev.get("name")
+        dev["memory_mib"] = dev["vram_bytes"] // MIB if dev.get("vram_bytes") else None
+        dev.setdefault("numa_node", None)
+    nvidia = [d for d in devices if d.get("render_capable") and d.get("vendor") == "nvidia"]
+    amd = [d for d in devices if d.get("render_capable") and d.get("vendor") == "amd"]
+
+    if nvidia_smi_gpus:
+        by_address = dict((d["address"], d) for d in nvidia)
+        for gpu in nvidia_smi_gpus:
+            dev = by_address.get(gpu["pci_address"])
+            if dev is None:
+                warnings.append("nvidia-smi lists GPU %d at %s, which is not an NVIDIA GPU found on the PCI bus" % (
+                    gpu["index"], gpu["pci_address"]))
+                continue
+            dev.update(index=gpu["index"], index_source="nvidia-smi", model=gpu["name"],
+                       memory_mib=gpu["memory_mib"])
+        for dev in nvidia:
+            if dev["index"] is None and dev.get("driver") != "vfio-pci":
+                warnings.append("%s %s is not listed by nvidia-smi: it has no index and nothing runs on it" % (
+                    dev["address"], dev["name"]))
+    else:
+        indexed = _number_in_pci_order(nvidia)
+        rows = nvidia_smi or []
+        if rows and len(rows) == len(indexed):  # nvidia-smi lists the GPUs in the same (NVML, PCI bus) order
+            for dev, row in zip(indexed, rows):
+                dev.update(model=row["name"], memory_mib=row["memory_total_mib"])
+
+    order = rocminfo_order or []
+    if order and all(agent["pci_function"] for agent in order):
+        by_function = {}
+        for dev in amd:
+            by_function.setdefault(dev["address"].split(":", 1)[1], []).append(dev)
+        for agent in order:
+            matches = by_function.get(agent["pci_function"]) or []
+            if len(matches) == 1:  # rocminfo prints no PCI domain: a function on two domains stays unnumbered
+                matches[0].update(index=agent["index"], index_source="rocminfo",
+                                  model=agent["name"] or matches[0]["model"])
+        for dev in amd:
+            if dev["index"] is None and dev.get("driver") != "vfio-pci":
+                warnings.append("%s %s is not a GPU agent of rocminfo: it has no index and nothing runs on it" % (
+                    dev["address"], dev["name"]))
+    else:
+        _number_in_pci_order(amd)
+    return warnings
+
 # ------------------------------------------------------------------------------------------- detection
 
 
 def summarize(devices, nvidia_smi_text=None, rocminfo_text=None, mokutil_text=None, ubuntu_drivers_text=None,
-              sysfs_root="/sys", reboot_required_file=False, tools=None, extra_warnings=None, dpkg_text=None):
-    """Build the detection dict (``ansible_facts.gpu_worker``) from already collected pieces."""
+              sysfs_root="/sys", reboot_required_file=False, tools=None, extra_warnings=None, dpkg_text=None,
+              nvidia_smi_gpus_text=None):
+    """Build the detection dict (``ansible_facts.gpu_worker``) from already collected pieces.
+
+    ``devices`` are not modified: the records of the result are copies with the numbering of :func:`number_gpus`.
+    """
     tools = tools or {}
+    devices = [dict(d) for d in devices]
     render = [d for d in devices if d["render_capable"]]
     vendors = sorted(set(d["vendor"] for d in render))
     if "nvidia" in vendors:
@@ -450,6 +613,8 @@ def summarize(devices, nvidia_smi_text=None, rocminfo_text=None, mokutil_text=No
     if accelerator == "amd" and tools.get("rocminfo") and not roc["gpus"]:
         pending_reasons.append("ROCm is installed but rocminfo sees no GPU agent")
     warnings = list(extra_warnings or [])
+    warnings.extend(number_gpus(devices, nvidia_smi_gpus=parse_nvidia_smi_gpus(nvidia_smi_gpus_text),
+                                rocminfo_order=parse_rocminfo_order(rocminfo_text), nvidia_smi=smi))
     for dev in render:
         if dev["driver"] == "vfio-pci":
             warnings.append("%s %s is bound to vfio-pci (reserved for VM passthrough)" % (
@@ -473,7 +638,8 @@ def summarize(devices, nvidia_smi_text=None, rocminfo_text=None, mokutil_text=No
 
 
 def detect(sysfs_root="/sys", lspci_text=None, nvidia_smi_text=None, rocminfo_text=None, mokutil_text=None,
-           ubuntu_drivers_text=None, reboot_required_file=False, tools=None, dpkg_text=None):
+           ubuntu_drivers_text=None, reboot_required_file=False, tools=None, dpkg_text=None,
+           nvidia_smi_gpus_text=None):
     """Full detection from a sysfs root plus the text output of the optional tools."""
     sysfs_devices = parse_sysfs(sysfs_root)
     lspci_devices = parse_lspci(lspci_text) if lspci_text else []
@@ -481,4 +647,4 @@ def detect(sysfs_root="/sys", lspci_text=None, nvidia_smi_text=None, rocminfo_te
     return summarize(devices, nvidia_smi_text=nvidia_smi_text, rocminfo_text=rocminfo_text,
                      mokutil_text=mokutil_text, ubuntu_drivers_text=ubuntu_drivers_text, sysfs_root=sysfs_root,
                      reboot_required_file=reboot_required_file, tools=tools, extra_warnings=warnings,
-                     dpkg_text=dpkg_text)
+                     dpkg_text=dpkg_text, nvidia_smi_gpus_text=nvidia_smi_gpus_text)
