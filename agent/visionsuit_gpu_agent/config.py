@@ -123,6 +123,7 @@ SPEC = {
     "minio.workers": (int, 4, lambda v: None if 1 <= v <= 64 else "must be 1-64"),
     "minio.transfer_nice": (int, 10, lambda v: None if 0 <= v <= 19 else "must be 0-19 (0: as the API threads)"),
     "comfyui.url": (str, "http://127.0.0.1:8188", lambda v: _url(v, path_ok=True)),
+    "comfyui.instances": (list, [], None),   # checked by _instances_problems (one line per bad item)
     "comfyui.checkpoints_dir": (str, "/opt/comfyui/models/checkpoints", _abs),
     "comfyui.loras_dir": (str, "/opt/comfyui/models/loras", _abs),
     "comfyui.output_dir": (str, "/opt/comfyui/output", _abs),
@@ -179,6 +180,52 @@ ENV_KEYS = {
 }
 
 
+INSTANCE_KEYS = ("url", "gpu")
+
+
+def _instances_problems(items):
+    """Problems of ``comfyui.instances``: a list of ``{url, gpu}`` (``gpu``: a GPU index or null), one ComfyUI
+    per item; the item's position is named (``comfyui.instances[1].url: ...``). Values are shown as for
+    ``comfyui.url`` (user:password of a URL masked), never a value that is not a URL string."""
+    key = "comfyui.instances"
+    if not items:
+        return [f"{key}: must list one instance at least ({{url, gpu}}); leave it out to use comfyui.url alone"]
+    problems, urls, gpus = [], {}, {}
+    for i, item in enumerate(items):
+        where = f"{key}[{i}]"
+        if not isinstance(item, dict):
+            problems.append(f"{where}: must be a mapping with url and gpu (e.g. {{url: http://127.0.0.1:8188, "
+                            "gpu: 0}})")
+            continue
+        for name in sorted(str(k) for k in item if str(k) not in INSTANCE_KEYS):
+            shown = name if re.match(r"^[a-z][a-z0-9_]{0,39}$", name) and (len(name) < 16 or "_" in name) \
+                else "<a key that is not a key name, not shown>"
+            problems.append(f"{where}.{shown}: unknown key (an instance has url and gpu)")
+        url = item.get("url")
+        if not isinstance(url, str) or not url:
+            problems.append(f"{where}.url: is required (a URL such as http://127.0.0.1:8188)")
+        else:
+            why = _url(url, path_ok=True)
+            if why:
+                problems.append(f"{where}.url: {why} (got {_shown(url)!r})")
+            elif url.rstrip("/") in urls:
+                problems.append(f"{where}.url: is the URL of {key}[{urls[url.rstrip('/')]}] too; one slot per "
+                                "ComfyUI")
+            else:
+                urls[url.rstrip("/")] = i
+        gpu = item.get("gpu")
+        if gpu is not None:
+            if not _type_ok(gpu, int) or gpu < 0:
+                problems.append(f"{where}.gpu: must be a GPU index (0, 1, ...) or null, got "
+                                f"{gpu!r}" if isinstance(gpu, (int, float)) else
+                                f"{where}.gpu: must be a GPU index (0, 1, ...) or null")
+            elif gpu in gpus:
+                problems.append(f"{where}.gpu: GPU {gpu} is the GPU of {key}[{gpus[gpu]}] too; one instance per GPU")
+            else:
+                gpus[gpu] = i
+    return problems
+
+
 def _is_ip(value):
     try:
         ipaddress.ip_address(value)
@@ -224,6 +271,13 @@ class Config:
 
     def redacted(self):
         return {k: ("<redacted>" if k in SECRET_KEYS and v else v) for k, v in self.values.items()}
+
+    @property
+    def slots(self):
+        """The render slots, one per ComfyUI instance: ``[{"slot": i, "url": ..., "gpu": index or None}]``.
+        ``comfyui.instances`` when given, else one slot on ``comfyui.url`` (gpu None)."""
+        items = self.values.get("comfyui.instances") or [{"url": self.values["comfyui.url"], "gpu": None}]
+        return [{"slot": i, "url": item["url"], "gpu": item.get("gpu")} for i, item in enumerate(items)]
 
     @property
     def db_path(self):
@@ -459,6 +513,11 @@ def check(doc, path=None):
                 problems.append("{}: {}{}".format(key, why, shown if value not in ("", []) else ""))
                 continue
         values[key] = value
+    if "comfyui.instances" in values and flat.get("comfyui.instances") is not None:
+        problems += _instances_problems(values["comfyui.instances"])
+        if flat.get("comfyui.url") is not None:
+            problems.append("comfyui.url/comfyui.instances: give one of them (comfyui.url: one ComfyUI; "
+                            "comfyui.instances: a list of {url, gpu}, one render slot each)")
     if not problems:
         if bool(values["server.tls_cert"]) != bool(values["server.tls_key"]):
             problems.append("server.tls_cert/server.tls_key: give both or neither")

@@ -19,8 +19,13 @@ the attempt and the attempt's output folder (``run_dir``), in state ``submitted`
 ended normally. A prompt to be stopped (the job timed out, ComfyUI was lost, the agent restarted) is in state
 ``cancel`` with the ``reason`` until ComfyUI confirms it is gone and its outputs were removed.
 
+Each prompt row also records the render slot that submitted it (``slot``, its index) and that slot's ComfyUI URL
+(``url``): after a crash the prompt is cancelled on the ComfyUI instance that runs it, never on another one.
+
 Schema versions (``PRAGMA user_version``): 0/1 had no ``prompts`` table; opening such a database adds it and
-records the ``prompt_id`` of each job that was mid-run, so that it is cancelled like one of this version.
+records the ``prompt_id`` of each job that was mid-run, so that it is cancelled like one of this version. 2 had
+no ``slot``/``url`` columns (one ComfyUI): they are added, NULL for the rows there; a row without a URL is
+cancelled by slot 0 (on a node upgraded in place, the one ComfyUI it had).
 
 The table also records the model files the agent put into ComfyUI's folders (``surfaced``), so that
 clean-up after a crash removes exactly those, and which persist between jobs.
@@ -37,7 +42,7 @@ STATES = ("queued", "staging", "rendering", "uploading", "done", "failed")
 ACTIVE = ("staging", "rendering", "uploading")
 FINAL = ("done", "failed")
 MAX_ATTEMPTS = 2
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -59,7 +64,9 @@ CREATE TABLE IF NOT EXISTS prompts (
     state TEXT NOT NULL,
     reason TEXT,
     created REAL NOT NULL,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    slot INTEGER,
+    url TEXT
 );
 CREATE TABLE IF NOT EXISTS surfaced (
     path TEXT PRIMARY KEY,
@@ -104,11 +111,16 @@ class JobStore:
             self._migrate()
 
     def _migrate(self):
-        """From schema 0/1: record the prompt id of each mid-run job (it was in flight), then the new version."""
+        """From schema 0/1: record the prompt id of each mid-run job (it was in flight); from 2: add the slot and
+        url columns of ``prompts``; then the new version."""
         now = time.time()
         with self.lock:
             self.db.execute("BEGIN IMMEDIATE")
             try:
+                columns = {row[1] for row in self.db.execute("PRAGMA table_info(prompts)")}
+                for column, kind in (("slot", "INTEGER"), ("url", "TEXT")):
+                    if column not in columns:
+                        self.db.execute(f"ALTER TABLE prompts ADD COLUMN {column} {kind}")
                 for job_id in sorted(self.jobs, key=self.order.get):
                     doc = self.jobs[job_id]
                     if doc.get("state") in ACTIVE and doc.get("prompt_id"):
@@ -225,13 +237,14 @@ class JobStore:
             return len(gone)
 
     # ------------------------------------------------------------------ ComfyUI prompts
-    def record_prompt(self, prompt_id, job_id, attempt, run_dir):
-        """Record a prompt id before it is submitted (state ``submitted``)."""
+    def record_prompt(self, prompt_id, job_id, attempt, run_dir, slot=None, url=None):
+        """Record a prompt id before it is submitted (state ``submitted``), with the slot and ComfyUI URL it goes
+        to."""
         now = time.time()
         with self.lock:
             self.db.execute("INSERT OR REPLACE INTO prompts (prompt_id, job_id, attempt, run_dir, state, reason, "
-                            "created, updated) VALUES (?, ?, ?, ?, 'submitted', NULL, ?, ?)",
-                            (prompt_id, job_id, attempt, run_dir, now, now))
+                            "created, updated, slot, url) VALUES (?, ?, ?, ?, 'submitted', NULL, ?, ?, ?, ?)",
+                            (prompt_id, job_id, attempt, run_dir, now, now, slot, url))
 
     def cancel_prompt(self, prompt_id, reason):
         """Mark a recorded prompt to be cancelled (``reason``: timeout, lost, restart)."""
@@ -244,14 +257,15 @@ class JobStore:
             self.db.execute("DELETE FROM prompts WHERE prompt_id = ?", (prompt_id,))
 
     def prompts(self, state=None):
-        query, args = ("SELECT prompt_id, job_id, attempt, run_dir, state, reason, created FROM prompts"), []
+        query, args = ("SELECT prompt_id, job_id, attempt, run_dir, state, reason, created, slot, url "
+                       "FROM prompts"), []
         if state is not None:
             query += " WHERE state = ?"
             args.append(state)
         with self.lock:
             rows = self.db.execute(query + " ORDER BY created, prompt_id", args).fetchall()
         return [{"prompt_id": r[0], "job_id": r[1], "attempt": r[2], "run_dir": r[3], "state": r[4], "reason": r[5],
-                 "created": r[6]} for r in rows]
+                 "created": r[6], "slot": r[7], "url": r[8]} for r in rows]
 
     # ------------------------------------------------------------------ surfaced model files
     def add_surfaced(self, path, bucket, key, etag, cache_path, persistent, job_id):

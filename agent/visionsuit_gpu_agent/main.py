@@ -72,6 +72,16 @@ def build_parser():
     return p
 
 
+def _comfy_text(cfg):
+    """``http://127.0.0.1:8188`` for one slot; ``2 slots: 0 http://...:8188 (GPU 0), 1 ...`` for several."""
+    slots = cfg.slots
+    if len(slots) == 1 and slots[0]["gpu"] is None:
+        return slots[0]["url"]
+    return "{} slot(s): {}".format(len(slots), ", ".join(
+        "{} {}{}".format(s["slot"], s["url"], "" if s["gpu"] is None else " (GPU {})".format(s["gpu"]))
+        for s in slots))
+
+
 def check_config(path, out=sys.stdout, err=sys.stderr):
     try:
         cfg = load(path)
@@ -82,7 +92,7 @@ def check_config(path, out=sys.stdout, err=sys.stderr):
         return 1
     print("{}: configuration OK (listen {}:{}, MinIO {}{}, ComfyUI {})".format(
         path, cfg["server.listen"], cfg["server.port"], cfg["minio.endpoint"],
-        f" from {cfg['minio.env_file']}" if cfg["minio.env_file"] else "", cfg["comfyui.url"]), file=out)
+        f" from {cfg['minio.env_file']}" if cfg["minio.env_file"] else "", _comfy_text(cfg)), file=out)
     return 0
 
 
@@ -120,7 +130,7 @@ def _serve(cfg, httpd, ready, stop_event):
     t.start()
     host, port = httpd.server_address[:2]
     log.info("visionsuit-gpu-agent %s listening on %s://%s:%d (ComfyUI %s, MinIO %s)", __version__,
-             "https" if cfg["server.tls_cert"] else "http", host, port, cfg["comfyui.url"], cfg["minio.endpoint"])
+             "https" if cfg["server.tls_cert"] else "http", host, port, _comfy_text(cfg), cfg["minio.endpoint"])
     if ready is not None:
         ready(agent, httpd)
     status = 0
@@ -133,7 +143,7 @@ def _serve(cfg, httpd, ready, stop_event):
     httpd.shutdown()
     httpd.server_close()
     if not agent.stop():
-        log.warning("job %s still running at exit: it runs again at the next start", agent.current)
+        log.warning("job(s) %s still running at exit: run again at the next start", ", ".join(agent.running()))
     agent.store.close()
     return status
 

@@ -18,8 +18,12 @@ HELP = {
     "callbacks_total": ("counter", "Completion callbacks, by result (delivered, failed)."),
     "http_requests_total": ("counter", "HTTP requests, by route and status code."),
     "queue_depth": ("gauge", "Jobs waiting in the queue."),
-    "busy": ("gauge", "1 while a job is being run."),
-    "comfyui_up": ("gauge", "1 when the last ComfyUI health probe succeeded."),
+    "busy": ("gauge", "Render slots running a job (1 while a job runs on a one-slot node)."),
+    "comfyui_up": ("gauge", "1 when the last health probe of every slot's ComfyUI succeeded."),
+    "slot_busy": ("gauge", "1 while the render slot runs a job, by slot and GPU index (empty: not pinned)."),
+    "slot_up": ("gauge", "1 when the last health probe of the slot's ComfyUI succeeded, by slot and GPU."),
+    "slot_jobs_total": ("counter", "Jobs the render slot finished (done or failed), by slot and GPU."),
+    "slot_failures_total": ("counter", "Jobs that failed on the render slot, by slot and GPU."),
     "s3_requests_total": ("counter", "S3 requests sent, by operation."),
 }
 

@@ -13,12 +13,19 @@
   under its final name (``symlink()``/``link()`` fail rather than replace), so ComfyUI never sees a partial
   file. Every surfaced file is recorded in the job store before it is created; clean-up removes the job's
   non-persistent ones, also after a failure or a crash (at the next start).
+* **Shared between slots.** Several render slots stage at once through one :class:`Stager`. An object is fetched
+  under a lock of its own (two jobs needing it download it once: the second finds the cached copy); a
+  non-persistent model surfaced for one running job is reused by another job that needs the same object (same
+  ETag) and is reference-counted: a job's clean-up removes it only when no other job uses it any more (the
+  surfaced row passes to a job still using it). Cached files in use by a running job are never evicted.
+  Surfacing, clean-up and eviction are serialized by the stager's lock.
 """
 from __future__ import annotations
 
 import errno
 import os
 import shutil
+import threading
 import time
 import unicodedata
 
@@ -98,6 +105,14 @@ class Stager:
         self.cache_dir = cfg.cache_dir
         self.folders = {"checkpoint": cfg["comfyui.checkpoints_dir"], "lora": cfg["comfyui.loras_dir"]}
         self.mode = cfg["jobs.surface_mode"]
+        self.lock = threading.RLock()   # surfacing, clean-up, eviction and the tables below
+        self._fetch_locks = {}          # (bucket, key) -> lock held while that object is fetched
+        self._pins = {}                 # job id -> cache paths the job uses (never evicted meanwhile)
+        self._users = {}                # surfaced non-persistent path -> ids of the running jobs using it
+
+    def _fetch_lock(self, bucket, key):
+        with self.lock:
+            return self._fetch_locks.setdefault((bucket, key), threading.Lock())
 
     # ------------------------------------------------------------------ download
     def cache_location(self, bucket, key):
@@ -108,10 +123,20 @@ class Stager:
             os.path.join(self.cache_dir, bucket)
         return folder, prefix, base
 
-    def fetch(self, bucket, key, progress=None):
-        """Make sure the cache holds the current version of bucket/key; returns a dict about it."""
-        info = self.client.head_object(bucket, key)
+    def fetch(self, bucket, key, progress=None, job_id=None):
+        """Make sure the cache holds the current version of bucket/key; returns a dict about it.
+
+        One fetch of an object at a time (a second job waiting for it then finds it cached); ``job_id`` pins
+        the cached file until that job's clean-up."""
         folder, _prefix, base = self.cache_location(bucket, key)
+        if job_id is not None:
+            with self.lock:
+                self._pins.setdefault(job_id, set()).add(os.path.join(folder, base))
+        with self._fetch_lock(bucket, key):
+            return self._fetch(bucket, key, folder, base, progress)
+
+    def _fetch(self, bucket, key, folder, base, progress):
+        info = self.client.head_object(bucket, key)
         try:
             result = download_object(self.client, bucket, key, os.path.join(folder, base), object_info=info,
                                      workers=self.cfg["minio.workers"], nice=self.cfg["minio.transfer_nice"],
@@ -129,6 +154,8 @@ class Stager:
             raise StagingError(f"object '{key}' in bucket '{bucket}' disappeared while it was being staged")
         hit = result["files"] == 0
         self.metrics.inc("cache_hits_total" if hit else "cache_misses_total")
+        self.log.info("staging: %s/%s %s", bucket, key, "from the cache" if hit else
+                      "downloaded ({} bytes)".format(result["bytes"]))
         self.metrics.inc("downloaded_bytes_total", result["bytes"])
         return {"cache_path": path, "etag": result["etag"], "size": result["size"], "cached": hit,
                 "bytes": result["bytes"], "seconds": result["seconds"],
@@ -176,8 +203,23 @@ class Stager:
             except OSError:
                 pass
 
+    def _shared_entry(self, folder, asset, fetched, taken):
+        """A non-persistent file surfaced for a running job of the same object and ETag (to be shared)."""
+        for path, users in self._users.items():
+            if not users or os.path.dirname(path) != folder or os.path.basename(path) in taken:
+                continue
+            rows = self.store.surfaced(path=path, persistent=False)
+            if rows and rows[0]["bucket"] == asset["bucket"] and rows[0]["key"] == asset["key"] \
+                    and rows[0]["etag"] == fetched["etag"] and os.path.lexists(path):
+                return path
+        return None
+
     def surface(self, job_id, asset, fetched, taken):
         """Put one fetched asset into ComfyUI's folder; returns its ComfyUI name and whether it is new."""
+        with self.lock:
+            return self._surface(job_id, asset, fetched, taken)
+
+    def _surface(self, job_id, asset, fetched, taken):
         folder = self.folders[asset["kind"]]
         os.makedirs(folder, exist_ok=True)
         # a model kept by an earlier job is reused as it is (and stays: this job did not bring it in)
@@ -191,6 +233,13 @@ class Stager:
                                         row["cache_path"], True, row["job_id"])
             taken.add(name)
             return name, False
+        if not asset["persist"]:
+            shared = self._shared_entry(folder, asset, fetched, taken)
+            if shared is not None:   # in use by another running job: this job uses it too
+                self._users[shared].add(job_id)
+                self.log.info("job %s: uses %s, surfaced for another running job", job_id, shared)
+                taken.add(os.path.basename(shared))
+                return os.path.basename(shared), False
         wanted = comfy_name(fetched["original"], asset["kind"])
         for n in range(1, MAX_TRIES):
             name = wanted if n == 1 else suffixed(wanted, n)
@@ -212,6 +261,8 @@ class Stager:
             if not created:
                 self.store.remove_surfaced(dest)
                 continue
+            if not asset["persist"]:
+                self._users[dest] = {job_id}
             taken.add(name)
             return name, True
         raise StagingError(f"no free file name for {wanted} in {folder}")
@@ -236,7 +287,7 @@ class Stager:
             if ident in seen:
                 staged.append(dict(seen[ident], **{k: asset[k] for k in asset if k.startswith("strength")}))
                 continue
-            fetched = self.fetch(asset["bucket"], asset["key"], progress)
+            fetched = self.fetch(asset["bucket"], asset["key"], progress, job_id=job_id)
             name, new = self.surface(job_id, asset, fetched, taken)
             entry = dict(asset, name=name, cached=fetched["cached"], bytes=fetched["bytes"],
                          seconds=fetched["seconds"], etag=fetched["etag"], size=fetched["size"],
@@ -247,9 +298,27 @@ class Stager:
 
     # ------------------------------------------------------------------ clean-up
     def cleanup(self, job_id=None):
-        """Remove the non-persistent files surfaced for ``job_id`` (None: for every job, at start-up)."""
+        """Remove the non-persistent files surfaced for ``job_id`` (None: for every job, at start-up), except the
+        ones another running job still uses (their row passes to that job); unpin the job's cached files."""
+        with self.lock:
+            return self._cleanup(job_id)
+
+    def _cleanup(self, job_id):
         removed = []
+        if job_id is None:
+            self._users.clear()
+            self._pins.clear()
+        else:
+            self._pins.pop(job_id, None)
+            for users in self._users.values():
+                users.discard(job_id)
         for row in self.store.surfaced(job_id=job_id, persistent=False):
+            users = self._users.get(row["path"])
+            if users:   # still used by another running job: it is that job's to remove now
+                self.store.add_surfaced(row["path"], row["bucket"], row["key"], row["etag"], row["cache_path"],
+                                        False, sorted(users)[0])
+                continue
+            self._users.pop(row["path"], None)
             try:
                 os.unlink(row["path"])
                 removed.append(row["path"])
@@ -270,11 +339,16 @@ class Stager:
         return removed
 
     def evict(self, keep=()):
-        """Trim the cache to ``jobs.cache_max_bytes`` (0: unlimited); returns the removed paths."""
+        """Trim the cache to ``jobs.cache_max_bytes`` (0: unlimited); returns the removed paths. Files surfaced
+        or in use by a running job are kept."""
+        with self.lock:
+            return self._evict(keep)
+
+    def _evict(self, keep):
         limit = self.cfg["jobs.cache_max_bytes"]
         if not limit or not os.path.isdir(self.cache_dir):
             return []
-        pinned = self.store.pinned_cache_paths() | set(keep)
+        pinned = self.store.pinned_cache_paths() | set(keep) | set().union(*self._pins.values())
         files, total = [], 0
         for root, _dirs, names in os.walk(self.cache_dir):
             for name in names:

@@ -1,7 +1,12 @@
 """The agent: job queue, the job pipeline (stage -> render -> upload -> clean up), callbacks, health probe.
 
-One worker thread runs one job at a time (a node has one GPU; ComfyUI itself runs one prompt at a time).
-The queue is bounded by ``jobs.max_queue``; jobs are taken in the order they were accepted.
+One render slot per ComfyUI instance (``comfyui.instances``, or one slot on ``comfyui.url``): each slot has its own
+worker thread, which runs one job at a time against its own ComfyUI (ComfyUI runs one prompt at a time). All
+slots take jobs from one queue, bounded by ``jobs.max_queue``, in the order they were accepted: the next job goes
+to a free slot whose ComfyUI is up (the one that has run the fewest jobs, then the lowest index); a slot whose
+ComfyUI is down takes none while another slot is up (with every slot down, jobs run and fail as with one slot).
+Staging is shared (:class:`staging.Stager` is reference-counted); timeouts and cancels act on the slot's own
+prompt, on the slot's own ComfyUI.
 """
 from __future__ import annotations
 
@@ -69,6 +74,30 @@ def _reason(err):
     return f"internal error: {type(err).__name__}: {err}"
 
 
+class Slot:
+    """One render slot: a ComfyUI instance (``url``, pinned to ``gpu`` or not) and the worker thread feeding it."""
+
+    def __init__(self, index, url, gpu):
+        self.index, self.url, self.gpu = index, url, gpu
+        self.current = None          # the job id it runs
+        self.settling = False        # cancelling its prompts before it takes the next job
+        self.reachable = None        # last health probe of its ComfyUI (None: not probed yet)
+        self.checked_at = None
+        self.started = 0             # jobs it started (the scheduler's measure of how busy it has been)
+        self.jobs = 0                # jobs it finished (done or failed)
+        self.failures = 0
+        self.settle_after = 0.0      # cancel back-off after its ComfyUI could not be reached
+
+    @property
+    def labels(self):
+        return (("gpu", "" if self.gpu is None else str(self.gpu)), ("slot", str(self.index)))
+
+    def state(self):
+        return {"slot": self.index, "gpu": self.gpu, "busy": self.current is not None, "current_job": self.current,
+                "comfyui_reachable": self.reachable, "comfyui_checked_at": self.checked_at, "jobs": self.jobs,
+                "failures": self.failures}
+
+
 class Agent:
     # Cancelling ComfyUI prompts (timed-out jobs, runs orphaned by a restart): how long the worker waits for one
     # to leave ComfyUI's queue, how often one not confirmed yet is tried again while idle (and after ComfyUI could
@@ -77,7 +106,6 @@ class Agent:
     CANCEL_RETRY_S = 2.0
     CANCEL_BACKOFF_S = 15.0
     CANCEL_GIVE_UP_S = 6 * 3600.0
-    _settle_after = 0.0
     _CANCEL_REASONS = {"timeout": "the job timed out", "lost": "ComfyUI was lost",
                        "restart": "left by an agent restart", "error": "an agent error"}
     _CANCEL_OUTCOMES = {"deleted": "removed from ComfyUI's queue before it ran",
@@ -100,20 +128,69 @@ class Agent:
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
         self.queue = collections.deque()
-        self.current = None
+        self.slots = [Slot(s["slot"], s["url"], s["gpu"]) for s in cfg.slots]
         self.stopping = threading.Event()
-        self.comfy_reachable = None
-        self.comfy_checked_at = None
         self.started_at = time.time()
         self.threads = []
         self.callbacks = collections.deque()
         self.callback_cond = threading.Condition()
         self._durations = collections.deque(maxlen=20)
         self.metrics.gauge("queue_depth", lambda: len(self.queue))
-        self.metrics.gauge("busy", lambda: 1 if self.current else 0)
+        self.metrics.gauge("busy", lambda: sum(1 for s in self.slots if s.current is not None))
         self.metrics.gauge("comfyui_up", lambda: 1 if self.comfy_reachable else 0)
+        self.metrics.gauge("slot_busy", lambda: {s.labels: int(s.current is not None) for s in self.slots})
+        self.metrics.gauge("slot_up", lambda: {s.labels: int(bool(s.reachable)) for s in self.slots})
+        self.metrics.gauge("slot_jobs_total", lambda: {s.labels: s.jobs for s in self.slots})
+        self.metrics.gauge("slot_failures_total", lambda: {s.labels: s.failures for s in self.slots})
         self.metrics.gauge("s3_requests_total", lambda: {(("operation", k),): v for k, v in self.s3.stats.items()})
         self._health_cache = None
+
+    # ------------------------------------------------------------------ slots
+    @property
+    def current(self):
+        """The job of the first busy slot (None when idle); :meth:`running` lists all."""
+        running = self.running()
+        return running[0] if running else None
+
+    def running(self):
+        return [s.current for s in self.slots if s.current is not None]
+
+    @property
+    def comfy_reachable(self):
+        """Every slot's ComfyUI answered its last probe (False: one did not; None: not all probed yet)."""
+        states = [s.reachable for s in self.slots]
+        return False if False in states else None if None in states else True
+
+    @property
+    def comfy_checked_at(self):
+        times = [s.checked_at for s in self.slots]
+        return None if None in times else min(times)
+
+    @property
+    def _settle_after(self):   # the cancel back-off of slot 0 (the one slot of a one-instance node)
+        return self.slots[0].settle_after
+
+    @_settle_after.setter
+    def _settle_after(self, value):
+        self.slots[0].settle_after = value
+
+    def _takes_next(self, slot):
+        """Whether ``slot`` takes the next queued job now (call with ``self.cond`` held)."""
+        if not self.queue or slot.current is not None:
+            return False
+        free = [s for s in self.slots if s.current is None and not s.settling]
+        up = [s for s in free if s.reachable is not False]
+        if not up:
+            if any(s.reachable is not False for s in self.slots):
+                return False   # a busy slot whose ComfyUI is up takes it when it is free
+            up = free          # every ComfyUI is down: run it (it fails with the reason, as with one slot)
+        return bool(up) and min(up, key=lambda s: (s.started, s.index)) is slot
+
+    def _slot_for_url(self, url):
+        for slot in self.slots:
+            if url and slot.url.rstrip("/") == url.rstrip("/"):
+                return slot
+        return None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, threads=True):
@@ -135,8 +212,10 @@ class Agent:
         for job_id in self.store.pending_callbacks():
             self._queue_callback(job_id)
         if threads:
-            for target, name in ((self._worker_loop, "worker"), (self._callback_loop, "callbacks"),
-                                 (self._health_loop, "health")):
+            if len(self.slots) > 1:   # down slots are known before the first job is placed
+                self.probe_comfy()
+            targets = [(lambda slot=slot: self._worker_loop(slot), f"worker-{slot.index}") for slot in self.slots]
+            for target, name in targets + [(self._callback_loop, "callbacks"), (self._health_loop, "health")]:
                 t = threading.Thread(target=target, name="agent-" + name, daemon=True)
                 t.start()
                 self.threads.append(t)
@@ -151,9 +230,9 @@ class Agent:
         with self.callback_cond:
             self.callback_cond.notify_all()
         deadline = time.time() + grace
-        while self.current is not None and time.time() < deadline:
+        while self.running() and time.time() < deadline:
             time.sleep(0.05)
-        return self.current is None
+        return not self.running()
 
     def alive(self):
         return all(t.is_alive() for t in self.threads) or self.stopping.is_set()
@@ -161,11 +240,13 @@ class Agent:
     # ------------------------------------------------------------------ API used by the handler
     def health(self):
         with self.lock:
-            current = self.current
+            slots = [s.state() for s in self.slots]
             depth = len(self.queue)
-        return {"status": "ok", "busy": current is not None, "current_job": current, "queue_depth": depth,
+        running = [s["current_job"] for s in slots if s["current_job"] is not None]
+        return {"status": "ok", "busy": bool(running), "current_job": running[0] if running else None,
+                "current_jobs": running, "queue_depth": depth,
                 "max_queue": self.cfg["jobs.max_queue"], "comfyui_reachable": self.comfy_reachable,
-                "comfyui_checked_at": self.comfy_checked_at, "version": __version__,
+                "comfyui_checked_at": self.comfy_checked_at, "slots": slots, "version": __version__,
                 "uptime_s": round(time.time() - self.started_at, 1)}
 
     def get_job(self, job_id):
@@ -191,7 +272,7 @@ class Agent:
             doc = {"job_id": job_id, "state": "queued", "created_at": now, "updated_at": now, "started_at": None,
                    "finished_at": None, "attempts": 0, "progress": None, "timings": {}, "outputs": [],
                    "output_keys": [], "assets": [], "error": None, "error_detail": None, "error_phase": None,
-                   "prompt_id": None,
+                   "prompt_id": None, "slot": None, "gpu": None,
                    "seed": spec["parameters"]["seed"], "notes": [], "marks": {"accepted": now},
                    "callback": {"url": spec["callback_url"], "state": "pending", "attempts": 0,
                                 "last_error": None} if spec["callback_url"] else None}
@@ -209,30 +290,32 @@ class Agent:
         return int(min(3600, max(1, round(mean))))
 
     # ------------------------------------------------------------------ worker
-    def _worker_loop(self):
+    def _worker_loop(self, slot):
         while not self.stopping.is_set():
-            # Prompts left in ComfyUI (a timed-out job, a run orphaned by a restart) are cancelled and their outputs
-            # removed before the next job (waiting a bounded time), and tried again every few seconds while idle.
-            unsettled = self._settle_prompts(wait=self.CANCEL_WAIT_S if self.queue else 0.0)
+            # Prompts this slot left in its ComfyUI (a timed-out job, a run orphaned by a restart) are cancelled and
+            # their outputs removed before its next job (waiting a bounded time), and tried again while idle.
+            unsettled = self._settle_prompts(wait=self.CANCEL_WAIT_S if self.queue else 0.0, slot=slot)
             with self.cond:
-                if unsettled and not self.queue and not self.stopping.is_set():
-                    self.cond.wait(self.CANCEL_RETRY_S)
-                    continue
-                while not self.queue and not self.stopping.is_set():
-                    self.cond.wait(1.0)
                 if self.stopping.is_set():
                     return
+                if not self._takes_next(slot):
+                    if not self.stopping.is_set():
+                        self.cond.wait(self.CANCEL_RETRY_S if unsettled else 1.0)
+                    continue
                 job_id = self.queue.popleft()
-                self.current = job_id
+                slot.current = job_id
+                slot.started += 1
             try:
-                self.run_job(job_id)
+                self.run_job(job_id, slot)
             except Exception:  # noqa: BLE001 - the worker must survive anything a job does
                 log.error("job %s: unexpected error\n%s", job_id, traceback.format_exc())
             finally:
-                with self.lock:
-                    self.current = None
+                with self.cond:
+                    slot.current = None
+                    self.cond.notify_all()
 
-    def run_job(self, job_id):
+    def run_job(self, job_id, slot=None):
+        slot = slot or self.slots[0]
         spec = self.store.spec(job_id)
         attempt = self.store.start_attempt(job_id)
         started = time.time()
@@ -241,8 +324,9 @@ class Agent:
         marks = dict(doc.get("marks") or {}, started=started)
         transfer = {"download_s": 0.0, "upload_s": 0.0}
         self.store.update(job_id, state="staging", started_at=started, timings=timings, marks=marks, error=None,
-                          error_detail=None, error_phase=None, progress=None)
-        log.info("job %s: staging (attempt %d)", job_id, attempt)
+                          error_detail=None, error_phase=None, progress=None, slot=slot.index, gpu=slot.gpu)
+        log.info("job %s: staging (attempt %d) on slot %d (GPU %s)", job_id, attempt, slot.index,
+                 "any" if slot.gpu is None else slot.gpu)
         phase, failure, detail, t_phase = "staging", None, None, time.time()
         run_dir = f"{job_id}.a{attempt}"
         job_dir = os.path.join(self.cfg["comfyui.output_dir"], OUTPUT_SUBDIR, run_dir)
@@ -264,7 +348,7 @@ class Agent:
             prepare_output_dir(self.cfg["comfyui.output_dir"], OUTPUT_SUBDIR, run_dir)
             self.store.update(job_id, state="rendering", assets=assets, timings=timings,
                               progress={"value": 0, "max": None, "fraction": 0.0, "node": None})
-            result = self._render(job_id, workflow, spec["timeout"], marks)
+            result = self._render(job_id, workflow, spec["timeout"], marks, slot)
             timings["rendering_s"] = round(time.time() - t_phase, 3)
             if result.get("timings", {}).get("execution_s") is not None:
                 timings["comfyui_execution_s"] = result["timings"]["execution_s"]
@@ -310,15 +394,17 @@ class Agent:
                           transfer=transfer, error=failure, error_detail=detail, error_phase=phase if failure else None,
                           progress=None if failure else {"value": 1, "max": 1, "fraction": 1.0, "node": None})
         self.metrics.inc("jobs_total", outcome=state)
+        slot.jobs += 1
+        slot.failures += 1 if failure else 0
         log.info("job %s: %s in %.2fs%s", job_id, state, finished - started, (": " + failure) if failure else "")
         if spec.get("callback_url"):
             self._queue_callback(job_id)
 
-    def _comfy(self):
-        return comfy_client.ComfyClient(self.cfg["comfyui.url"], timeout=self.cfg["comfyui.timeout"])
+    def _comfy(self, slot):
+        return comfy_client.ComfyClient(slot.url, timeout=self.cfg["comfyui.timeout"])
 
-    def _render(self, job_id, workflow, timeout, marks):
-        client = self._comfy()
+    def _render(self, job_id, workflow, timeout, marks, slot):
+        client = self._comfy(slot)
         ws = None
         prompt_id = None
         retries = self.cfg["comfyui.submit_retries"]
@@ -328,15 +414,17 @@ class Agent:
                     ws = client.connect_ws()
                 except (OSError, WebSocketClosed, ValueError):
                     ws = None
-                prompt_id = self._submit(client, job_id, workflow)
+                prompt_id = self._submit(client, job_id, workflow, slot)
                 break
             except ComfyConnectionError as err:
                 if ws is not None:
                     ws.close()
                     ws = None
                 if attempt >= retries or self.stopping.is_set():
-                    raise JobFailed("ComfyUI is unreachable at {} after {} attempt(s): {}".format(
-                        self.cfg["comfyui.url"], attempt + 1, err.message)) from err
+                    with self.cond:   # the next jobs go to the other slots until its probe answers again
+                        slot.reachable, slot.checked_at = False, time.time()
+                    raise JobFailed(f"ComfyUI is unreachable at {slot.url} after {attempt + 1} attempt(s): "
+                                    f"{err.message}") from err
                 time.sleep(self.cfg["comfyui.retry_delay"] * (2 ** attempt))
         marks["submitted"] = time.time()
         self.store.update(job_id, prompt_id=prompt_id, marks=marks)
@@ -360,7 +448,7 @@ class Agent:
             # Never a global interrupt (it would stop another client's run): this prompt only, deleted from the
             # queue if it still waits there, and its outputs removed once ComfyUI confirms it is gone.
             self.store.cancel_prompt(prompt_id, "timeout")
-            self._settle_prompts(wait=self.CANCEL_WAIT_S, only=prompt_id)
+            self._settle_prompts(wait=self.CANCEL_WAIT_S, only=prompt_id, slot=slot)
             raise
         except ComfyConnectionError as err:
             self.store.cancel_prompt(prompt_id, "lost")  # cancelled, outputs removed, once ComfyUI answers again
@@ -374,12 +462,13 @@ class Agent:
         comfy_client.raise_for_result(result)
         return result
 
-    def _submit(self, client, job_id, workflow):
-        """Submit under a prompt id recorded first: a crash at any later point leaves it known, to be cancelled."""
+    def _submit(self, client, job_id, workflow, slot):
+        """Submit under a prompt id recorded first (with the slot and its ComfyUI): a crash at any later point
+        leaves it known, to be cancelled on that ComfyUI."""
         attempt = (self.store.get(job_id) or {}).get("attempts") or 1
         run_dir = f"{job_id}.a{attempt}"
         chosen = str(uuid.uuid4())
-        self.store.record_prompt(chosen, job_id, attempt, run_dir)
+        self.store.record_prompt(chosen, job_id, attempt, run_dir, slot.index, slot.url)
         try:
             prompt_id = client.submit(workflow, prompt_id=chosen)
         except ComfyConnectionError:
@@ -390,35 +479,44 @@ class Agent:
             raise
         if prompt_id != chosen:  # a ComfyUI that does not take the id it is given
             self.store.forget_prompt(chosen)
-            self.store.record_prompt(prompt_id, job_id, attempt, run_dir)
+            self.store.record_prompt(prompt_id, job_id, attempt, run_dir, slot.index, slot.url)
         return prompt_id
 
-    def _settle_prompts(self, wait=0.0, only=None):
-        """Cancel the prompts marked ``cancel`` (delete from the queue + targeted interrupt: never another client's
-        run) and, once ComfyUI confirms one is gone, remove its output folder and note it in the job.
+    def _settle_prompts(self, wait=0.0, only=None, slot=None):
+        """Cancel the prompts of ``slot`` (default slot 0) marked ``cancel`` (delete from the queue + targeted
+        interrupt: never another client's run) on the ComfyUI they were submitted to and, once it confirms one is
+        gone, remove its output folder and note it in the job.
 
+        A slot's prompts are those recorded with its URL; slot 0 also takes those recorded without one (schema 2)
+        or with a URL no slot has any more (a changed configuration: cancelled at the recorded URL).
         Waits up to ``wait`` seconds for each. One not confirmed stays recorded and is tried again later (after
         ``CANCEL_BACKOFF_S`` when ComfyUI could not be reached), until ``CANCEL_GIVE_UP_S``. Returns how many are
-        left. Runs in the worker thread only.
+        left. Runs in the slot's worker thread only.
         """
+        slot = slot or self.slots[0]
         try:
-            rows = [r for r in self.store.prompts(state="cancel") if only is None or r["prompt_id"] == only]
-            if not rows or (only is None and time.time() < self._settle_after):
+            rows = [r for r in self.store.prompts(state="cancel") if (only is None or r["prompt_id"] == only)
+                    and (self._slot_for_url(r["url"]) or self.slots[0]) is slot]
+            if not rows or (only is None and time.time() < slot.settle_after):
                 return len(rows)
-            client = comfy_client.ComfyClient(self.cfg["comfyui.url"], timeout=min(5.0, self.cfg["comfyui.timeout"]))
+            clients = {}
             left = 0
             unreachable = False
+            slot.settling = True
             for row in rows:
                 if self.stopping.is_set():
                     left += 1
                     continue
                 outcome = None
                 if not unreachable:
+                    url = row["url"] or slot.url
+                    if url not in clients:
+                        clients[url] = comfy_client.ComfyClient(url, timeout=min(5.0, self.cfg["comfyui.timeout"]))
                     try:
-                        outcome = client.cancel(row["prompt_id"], wait=wait)
+                        outcome = clients[url].cancel(row["prompt_id"], wait=wait)
                     except GpuWorkerError as err:  # ComfyUI down: the other rows are not tried now either
                         unreachable = True
-                        self._settle_after = time.time() + self.CANCEL_BACKOFF_S
+                        slot.settle_after = time.time() + self.CANCEL_BACKOFF_S
                         log.warning("job %s: cannot cancel ComfyUI prompt %s yet: %s", row["job_id"],
                                     row["prompt_id"], err)
                 if outcome in (None, "running", "pending"):
@@ -431,6 +529,11 @@ class Agent:
         except Exception:  # noqa: BLE001 - the worker goes on; the rows stay for the next try
             log.error("cancelling ComfyUI prompts failed:\n%s", traceback.format_exc())
             return 1
+        finally:
+            if slot.settling:
+                with self.cond:
+                    slot.settling = False
+                    self.cond.notify_all()
 
     def _close_prompt(self, row, outcome):
         files = 0
@@ -560,14 +663,36 @@ class Agent:
 
     # ------------------------------------------------------------------ ComfyUI health
     def probe_comfy(self):
-        try:
-            comfy_client.ComfyClient(self.cfg["comfyui.url"], timeout=2.0).system_stats()
-            ok = True
-        except GpuWorkerError:
-            ok = False
-        self.comfy_reachable = ok
-        self.comfy_checked_at = time.time()
-        return ok
+        """Probe every slot's ComfyUI (``/system_stats``); True when all answered. A slot coming back or going
+        down wakes the workers (queued jobs go to the slots that are up)."""
+        results = {}
+
+        def probe(slot):
+            try:
+                comfy_client.ComfyClient(slot.url, timeout=2.0).system_stats()
+                results[slot.index] = True
+            except GpuWorkerError:
+                results[slot.index] = False
+            except Exception:  # noqa: BLE001 - a probe never kills the health thread
+                results[slot.index] = False
+
+        if len(self.slots) == 1:
+            probe(self.slots[0])
+        else:   # in parallel: a dead instance (2 s timeout) does not delay the others' state
+            threads = [threading.Thread(target=probe, args=(s,), daemon=True) for s in self.slots]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        now = time.time()
+        with self.cond:
+            for slot in self.slots:
+                was, slot.reachable, slot.checked_at = slot.reachable, results.get(slot.index, False), now
+                if was is not False and slot.reachable is False and len(self.slots) > 1:
+                    log.warning("slot %d: ComfyUI at %s does not answer; no jobs go to it while it is down",
+                                slot.index, slot.url)
+            self.cond.notify_all()
+        return all(results.get(s.index) for s in self.slots)
 
     def _health_loop(self):
         while not self.stopping.is_set():
@@ -575,4 +700,4 @@ class Agent:
             self.stopping.wait(self.cfg["comfyui.health_interval"])
 
 
-__all__ = ["Agent", "InvalidEnvelope", "QueueFull", "Conflict", "ACTIVE"]
+__all__ = ["Agent", "Slot", "InvalidEnvelope", "QueueFull", "Conflict", "ACTIVE"]
