@@ -4,18 +4,11 @@ clear refusals (issue 12 item 12). Molecule proves the written file and the pip 
 """
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-import yaml
+
+from tests import ansible_run
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
-VENV_BIN = Path(sys.executable).parent
 
 
 def preflight(tmp_path, **variables):
@@ -29,24 +22,14 @@ def preflight(tmp_path, **variables):
             "args": "{{ _comfyui_constraints_args }}",
             "extra": "{{ (_comfyui_release.requirements | default([])) + comfyui_pip_extra_packages }}"}}},
     ]}]
-    pb = tmp_path / "play.yml"
-    pb.write_text(yaml.safe_dump(play, sort_keys=False))
-    extra = tmp_path / "vars.json"
-    extra.write_text(json.dumps(variables))
-    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-               ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".build" / "collections"), ANSIBLE_LOCALHOST_WARNING="false",
-               ANSIBLE_INVENTORY_UNPARSED_WARNING="false", ANSIBLE_NOCOLOR="1")
-    proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local",
-                           "-e", f"ansible_python_interpreter={sys.executable}", "-e", f"@{extra}", str(pb)],
-                          env=env, capture_output=True, text=True, timeout=180, cwd=str(tmp_path))
-    doc = json.loads(proc.stdout)
-    for task in doc["plays"][0]["tasks"]:
-        result = task["hosts"]["localhost"]
+    run = ansible_run.run(ansible_run.write_play(tmp_path, play), "localhost,", ansible_run.repo_env(),
+                          *ansible_run.LOCALHOST, cwd=tmp_path, extra_vars=variables, check=False, timeout=180)
+    for name, result in ansible_run.results(run.out):
         if result.get("failed"):
             return result["msg"], None
-        if task["task"]["name"] == "pins":
+        if name == "pins":
             return None, result["msg"]
-    raise AssertionError(proc.stdout[-2000:] + proc.stderr[-2000:])
+    raise AssertionError(ansible_run.tails(run.proc))
 
 
 def test_v0_3_64_on_a_cpu_node_gets_the_shipped_set_and_pinned_torch(tmp_path):

@@ -10,22 +10,18 @@ and reboot only simulate.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests import ansible_run
+from tests.ansible_run import result, results
 from tests.gpu_hosts import FIXTURES, KERNEL
 from tests.gpu_hosts import detect_case as detection
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLE = ROOT / "roles" / "gpu_driver"
-VENV_BIN = Path(sys.executable).parent
-PLAYBOOK_BIN = VENV_BIN / "ansible-playbook"
-SITE_PACKAGES = next(p for p in sys.path if p.endswith("site-packages") and os.path.isdir(
-    os.path.join(p, "ansible_collections")))
+PLAYBOOK_BIN = ansible_run.VENV_PLAYBOOK
 
 PLAY = """
 - name: gpu_driver under test
@@ -52,52 +48,15 @@ pytestmark = pytest.mark.skipif(not PLAYBOOK_BIN.exists(), reason="ansible-playb
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("gpu-driver-role")
-    (d / "play.yml").write_text(PLAY)
-    (d / "inventory").write_text(f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n")
-    return d
+    return ansible_run.local_workdir(tmp_path_factory.mktemp("gpu-driver-role"), PLAY)
 
 
 def run_role(workdir, distro, extra, *args):
     """ansible-playbook --check with the JSON callback; returns (rc, parsed output, raw stdout)."""
     name, version = DISTROS[distro]
-    extra = dict(extra, t_distribution=name, t_version=version)
-    vars_file = workdir / "vars.json"
-    vars_file.write_text(json.dumps(extra))
-    env = dict(os.environ)
-    env.update({
-        "ANSIBLE_COLLECTIONS_PATH": "{}:{}".format(ROOT / ".build" / "collections", SITE_PACKAGES),
-        "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
-        "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
-        "ANSIBLE_LOCAL_TEMP": str(workdir / "tmp"),
-        "ANSIBLE_RETRY_FILES_ENABLED": "false",
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_CONFIG": str(workdir / "none.cfg"),  # not the repo's ansible.cfg
-    })
-    cmd = [str(PLAYBOOK_BIN), "--check", "-i", str(workdir / "inventory"), str(workdir / "play.yml"),
-           "-e", f"@{vars_file}"] + list(args)
-    assert "--check" in cmd  # never without: this is the development machine
-    proc = subprocess.run(cmd, cwd=str(workdir), env=env, capture_output=True, text=True, timeout=240)
-    start = proc.stdout.find("{")
-    assert start >= 0, proc.stdout + proc.stderr
-    return proc.returncode, json.loads(proc.stdout[start:]), proc.stdout + proc.stderr
-
-
-def results(output):
-    """task name -> localhost result, in play order."""
-    out = []
-    for play in output["plays"]:
-        for task in play["tasks"]:
-            res = task["hosts"].get("localhost")
-            if res is not None:
-                out.append((task["task"]["name"].split(" : ", 1)[-1], res))
-    return out
-
-
-def result(output, name):
-    found = [r for n, r in results(output) if n == name]
-    assert found, f"task {name!r} did not run: {[n for n, _ in results(output)]}"
-    return found[-1]
+    r = ansible_run.run(workdir / "play.yml", workdir / "inventory", ansible_run.isolated_env(workdir), *args,
+                        cwd=workdir, extra_vars=dict(extra, t_distribution=name, t_version=version))
+    return r.rc, r.out, r.raw
 
 
 def exported(output):
@@ -344,13 +303,9 @@ def test_gpu_facts_module_on_a_recorded_tree(workdir):
         run_commands: false
         reboot_required_path: /nonexistent/reboot-required
 """.replace("@ROOT@", str(FIXTURES / "intel-nvidia" / "sys")))
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH="{}:{}".format(ROOT / ".build" / "collections", SITE_PACKAGES),
-               ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", ANSIBLE_CONFIG=str(workdir / "none.cfg"),
-               ANSIBLE_LOCAL_TEMP=str(workdir / "tmp"))
-    proc = subprocess.run([str(PLAYBOOK_BIN), "--check", "-i", str(workdir / "inventory"), str(play)],
-                          env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    out = json.loads(proc.stdout[proc.stdout.find("{"):])
+    run = ansible_run.run(play, workdir / "inventory", ansible_run.isolated_env(workdir), cwd=workdir, timeout=120)
+    assert run.rc == 0, run.raw
+    out = run.out
     res = result(out, "Detect")
     assert res["changed"] is False
     facts = res["ansible_facts"]["gpu_worker"]

@@ -1,40 +1,14 @@
 """minio_bucket and minio_sync run by ansible-playbook (JSON callback) against a real MinIO."""
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 import uuid
-from pathlib import Path
 
 import pytest
-import yaml
+
+from tests.ansible_run import run_tasks
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
-VENV_BIN = Path(sys.executable).parent
-
-
-def run_playbook(tmp_path, tasks, extra_env=None):
-    """Run ``tasks`` on localhost; return {task name: result} (results of every task, in order)."""
-    play = [{"hosts": "localhost", "gather_facts": False, "tasks": tasks}]
-    pb = tmp_path / (f"play-{uuid.uuid4().hex[:6]}.yml")
-    pb.write_text(yaml.safe_dump(play, sort_keys=False))
-    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-               ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".build" / "collections"), ANSIBLE_LOCALHOST_WARNING="false",
-               ANSIBLE_INVENTORY_UNPARSED_WARNING="false", ANSIBLE_NOCOLOR="1", **(extra_env or {}))
-    proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local",
-                           "-e", f"ansible_python_interpreter={sys.executable}", str(pb)],
-                          env=env, capture_output=True, text=True, timeout=180, cwd=str(tmp_path))
-    try:
-        doc = json.loads(proc.stdout)
-    except ValueError:
-        raise AssertionError(f"ansible-playbook output is not JSON:\n{proc.stdout}\n{proc.stderr}") from None
-    results = {}
-    for task in doc["plays"][0]["tasks"]:
-        results[task["task"]["name"]] = task["hosts"]["localhost"]
-    return results, proc
 
 
 @pytest.fixture
@@ -60,7 +34,7 @@ def test_minio_bucket_check_mode_idempotence_and_force(conn, s3, minio, tmp_path
         {"name": "absent", "visionsuit.gpuworker.minio_bucket": dict(b, state="absent", force=True)},
         {"name": "absent again", "visionsuit.gpuworker.minio_bucket": dict(b, state="absent")},
     ]
-    r, proc = run_playbook(tmp_path, tasks)
+    r, proc = run_tasks(tmp_path, tasks)
     assert r["check"]["changed"] is True and r["check"]["existed"] is False
     assert r["create"]["changed"] is True
     assert r["again"]["changed"] is False and r["again"]["existed"] is True
@@ -103,7 +77,7 @@ def test_minio_sync_check_diff_idempotence_upload_and_env_file(conn, s3, bucket,
         {"name": "bad endpoint", "visionsuit.gpuworker.minio_sync": dict(sync, endpoint="ftp://127.0.0.1:1"),
          "ignore_errors": True},
     ]
-    r, proc = run_playbook(tmp_path, tasks)
+    r, proc = run_tasks(tmp_path, tasks)
     check = r["check"]
     assert check["changed"] is True and check["files"] == 2
     assert check["transferred"] == ["ck/sdxl/a b.safetensors", "ck/ü.safetensors"]

@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests import ansible_run
+
 ROOT = Path(__file__).resolve().parents[2]
 PROVISION = ROOT / "playbooks" / "provision.yml"
-PLAYBOOK_BIN = Path(os.environ.get("VISIONSUIT_ANSIBLE_PLAYBOOK") or Path(sys.executable).parent / "ansible-playbook")
-SITE_PACKAGES = next((p for p in sys.path if p.endswith("site-packages") and os.path.isdir(
-    os.path.join(p, "ansible_collections"))), "")
+PLAYBOOK_BIN = ansible_run.playbook_bin()
 ROLLING = "Provision VisionSuit GPU workers"
 FIRST = "Check the rolling settings and ask for the MinIO endpoint when the inventory has none"
 HOSTS = ("h1", "h2", "h3", "h4")
@@ -56,25 +56,9 @@ def make_inventory(tmp_path, all_vars=None, host_vars=None, hosts=HOSTS, endpoin
 
 def run_provision(tmp_path, inventory, *args):
     """provision.yml --check --tags always with the JSON callback: (rc, parsed output, raw output)."""
-    env = dict(os.environ)
-    env.update({
-        "ANSIBLE_COLLECTIONS_PATH": "{}:{}".format(ROOT / ".build" / "collections", SITE_PACKAGES),
-        "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
-        "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
-        "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"),
-        "ANSIBLE_RETRY_FILES_ENABLED": "false",
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_CONFIG": str(tmp_path / "none.cfg"),  # not the repo's ansible.cfg
-        "ANSIBLE_FORKS": "4",
-    })
-    cmd = [str(PLAYBOOK_BIN), "--check", "--tags", "always", "-i", str(inventory), str(PROVISION), *args]
-    assert "--check" in cmd  # never without: this is the development machine
-    proc = subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=240,
-                          stdin=subprocess.DEVNULL)
-    raw = proc.stdout + proc.stderr
-    start = proc.stdout.find("{")
-    assert start >= 0, raw
-    return proc.returncode, json.loads(proc.stdout[start:]), raw
+    r = ansible_run.run(PROVISION, inventory, ansible_run.isolated_env(tmp_path, ANSIBLE_FORKS="4"), *args,
+                        cwd=tmp_path, tags="always", binary=PLAYBOOK_BIN, stdin=subprocess.DEVNULL)
+    return r.rc, r.out, r.raw
 
 
 def batches(out):
@@ -241,16 +225,7 @@ def run_provision_on_a_terminal(tmp_path, inventory, answer):
     import select
     import time
 
-    env = dict(os.environ)
-    env.update({
-        "ANSIBLE_COLLECTIONS_PATH": "{}:{}".format(ROOT / ".build" / "collections", SITE_PACKAGES),
-        "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
-        "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
-        "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"),
-        "ANSIBLE_RETRY_FILES_ENABLED": "false",
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_CONFIG": str(tmp_path / "none.cfg"),
-    })
+    env = ansible_run.isolated_env(tmp_path)
     cmd = [str(PLAYBOOK_BIN), "--check", "--tags", "always", "-i", str(inventory), str(PROVISION)]
     pid, fd = pty.fork()
     if pid == 0:  # the child: a new session whose controlling terminal is the pty

@@ -12,7 +12,7 @@ import stat
 
 import pytest
 
-from tests.integration.test_minio_modules import run_playbook
+from tests.ansible_run import run_tasks
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +52,7 @@ def test_a_failed_wait_reports_unit_state_and_journal(tmp_path, fake_systemd):
         {"name": "check", "visionsuit.gpuworker.service_ready": {"url": url, "unit": "comfyui.service",
                                                                 "timeout": 60}, "check_mode": True},
     ]
-    results, proc = run_playbook(tmp_path, tasks, extra_env=fake_systemd)
+    results, proc = run_tasks(tmp_path, tasks, extra_env=fake_systemd)
     wait = results["wait"]
     assert wait["failed"] is True, wait
     assert "comfyui.service: failed (start-limit-hit), 5 restarts" in wait["msg"]
@@ -67,6 +67,6 @@ def test_a_failed_wait_reports_unit_state_and_journal(tmp_path, fake_systemd):
 
 
 def test_bad_url_names_the_option(tmp_path):
-    results, _ = run_playbook(tmp_path, [{"name": "bad", "visionsuit.gpuworker.service_ready": {"url": "ftp://x"},
+    results, _ = run_tasks(tmp_path, [{"name": "bad", "visionsuit.gpuworker.service_ready": {"url": "ftp://x"},
                                           "ignore_errors": True}])
     assert results["bad"]["failed"] is True and results["bad"]["msg"].startswith("url: not an http(s) URL")

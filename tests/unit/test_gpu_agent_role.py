@@ -9,7 +9,6 @@ config.yaml and minio.env are then checked by the agent's own ``--check-config``
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,12 +16,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests import ansible_run
+
 ROOT = Path(__file__).resolve().parents[2]
 ROLE = ROOT / "roles" / "gpu_agent"
-VENV_BIN = Path(sys.executable).parent
-PLAYBOOK_BIN = VENV_BIN / "ansible-playbook"
-SITE_PACKAGES = next((p for p in sys.path if p.endswith("site-packages") and os.path.isdir(
-    os.path.join(p, "ansible_collections"))), "")
+PLAYBOOK_BIN = ansible_run.VENV_PLAYBOOK
 
 SECRET = "lkDUt0Zq9/sEcR+eTWx7pLmN3vB8kJ2hGqY4uFa1"    # MinIO-style; no 5-character piece occurs by chance
 ACCESS = "visionsuit-access"
@@ -71,41 +69,14 @@ def leaked(text, secret=SECRET):
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("gpu-agent-role")
-    (d / "play.yml").write_text(PLAY)
-    (d / "inventory").write_text(f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n")
-    return d
+    return ansible_run.local_workdir(tmp_path_factory.mktemp("gpu-agent-role"), PLAY)
 
 
 def run_play(workdir, extra):
     """ansible-playbook --check with the JSON callback; returns (rc, {task name: result}, raw output)."""
-    vars_file = workdir / "vars.json"
-    vars_file.write_text(json.dumps(dict({"ansible_managed": "Ansible managed"}, **extra)))
-    env = dict(os.environ)
-    env.update({
-        "ANSIBLE_COLLECTIONS_PATH": "{}:{}".format(ROOT / ".build" / "collections", SITE_PACKAGES),
-        "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
-        "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
-        "ANSIBLE_LOCAL_TEMP": str(workdir / "tmp"),
-        "ANSIBLE_RETRY_FILES_ENABLED": "false",
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_CONFIG": str(workdir / "none.cfg"),  # not the repo's ansible.cfg
-    })
-    cmd = [str(PLAYBOOK_BIN), "--check", "-i", str(workdir / "inventory"), str(workdir / "play.yml"),
-           "-e", f"@{vars_file}"]
-    assert "--check" in cmd  # never without: this is the development machine
-    proc = subprocess.run(cmd, cwd=str(workdir), env=env, capture_output=True, text=True, timeout=240)
-    raw = proc.stdout + proc.stderr
-    start = proc.stdout.find("{")
-    assert start >= 0, raw
-    out = json.loads(proc.stdout[start:])
-    found = {}
-    for play in out["plays"]:
-        for task in play["tasks"]:
-            res = task["hosts"].get("localhost")
-            if res is not None:
-                found[task["task"]["name"].split(" : ", 1)[-1]] = res
-    return proc.returncode, found, raw
+    r = ansible_run.run(workdir / "play.yml", workdir / "inventory", ansible_run.isolated_env(workdir), cwd=workdir,
+                        extra_vars=dict({"ansible_managed": "Ansible managed"}, **extra))
+    return r.rc, dict(ansible_run.results(r.out)), r.raw
 
 
 def fleet_vars(tmp_path, **over):

@@ -10,20 +10,16 @@ on the machine is changed), as tests/unit/test_gpu_agent_role.py does.
 """
 from __future__ import annotations
 
-import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests import ansible_run
+
 ROOT = Path(__file__).resolve().parents[2]
-PLAYBOOK_BIN = Path(os.environ.get("VISIONSUIT_ANSIBLE_PLAYBOOK") or Path(sys.executable).parent / "ansible-playbook")
-SITE_PACKAGES = next((p for p in sys.path if p.endswith("site-packages") and os.path.isdir(
-    os.path.join(p, "ansible_collections"))), "")
+PLAYBOOK_BIN = ansible_run.playbook_bin()
 
 SECRET = "lkDUt0Zq9/sEcR+eTWx7pLmN3vB8kJ2hGqY4uFa1"    # MinIO-style; no 5-character piece occurs by chance
 ACCESS = "AKvisionsuitQ7mWz"
@@ -62,41 +58,14 @@ def leaked(text, secret=SECRET):
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("role-preflights")
-    (d / "play.yml").write_text(PLAY)
-    (d / "inventory").write_text(f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n")
-    return d
+    return ansible_run.local_workdir(tmp_path_factory.mktemp("role-preflights"), PLAY)
 
 
 def run_play(workdir, role, extra):
     """ansible-playbook --check with the JSON callback: (rc, {task name: result}, raw output)."""
-    vars_file = workdir / "vars.json"
-    vars_file.write_text(json.dumps(dict(extra, t_role=role)))
-    env = dict(os.environ)
-    env.update({
-        "ANSIBLE_COLLECTIONS_PATH": "{}:{}".format(ROOT / ".build" / "collections", SITE_PACKAGES),
-        "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
-        "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
-        "ANSIBLE_LOCAL_TEMP": str(workdir / "tmp"),
-        "ANSIBLE_RETRY_FILES_ENABLED": "false",
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_CONFIG": str(workdir / "none.cfg"),  # not the repo's ansible.cfg
-    })
-    cmd = [str(PLAYBOOK_BIN), "--check", "-i", str(workdir / "inventory"), str(workdir / "play.yml"),
-           "-e", f"@{vars_file}"]
-    assert "--check" in cmd  # never without: this is the development machine
-    proc = subprocess.run(cmd, cwd=str(workdir), env=env, capture_output=True, text=True, timeout=240)
-    raw = proc.stdout + proc.stderr
-    start = proc.stdout.find("{")
-    assert start >= 0, raw
-    out = json.loads(proc.stdout[start:])
-    found = {}
-    for play in out["plays"]:
-        for task in play["tasks"]:
-            res = task["hosts"].get("localhost")
-            if res is not None:
-                found[task["task"]["name"].split(" : ", 1)[-1]] = res
-    return proc.returncode, found, raw
+    r = ansible_run.run(workdir / "play.yml", workdir / "inventory", ansible_run.isolated_env(workdir), cwd=workdir,
+                        extra_vars=dict(extra, t_role=role), binary=PLAYBOOK_BIN)
+    return r.rc, dict(ansible_run.results(r.out)), r.raw
 
 
 def failure(results):
