@@ -109,7 +109,7 @@ build-collection: venv
 	  -a "msg={{ query('visionsuit.gpuworker.node_wheel', 'visionsuit-gpuworker', 'visionsuit-gpu-agent') | map('basename') | join(' ') }}" \
 	  >$$dir/wheels.log 2>&1 || { cat $$dir/wheels.log; echo "the installed collection cannot build its node wheels"; exit 1; }; \
 	echo ">> the installed collection builds its node wheels: $$(grep -o 'visionsuit_[a-z_]*-[^ ]*\.whl' $$dir/wheels.log | tr '\n' ' ')"; \
-	if tar -tzf $(BUILD)/dist/*.tar.gz | grep -E '(^|/)(build|tests|comfyui-standin)/|egg-info'; then \
+	if tar -tzf $(BUILD)/dist/*.tar.gz | grep -E '(^|/)(build|tests|comfyui-standin)/|egg-info|inventories/demo'; then \
 	  echo "the tarball ships development files (above)"; exit 1; fi
 
 pytest: rig

@@ -4,12 +4,11 @@ Standard library only (PyYAML is used for the config file when it is importable;
 way). The S3 sync engine and the ComfyUI client come from the library package ``visionsuit_gpuworker``
 (distribution ``visionsuit-gpuworker``), a dependency of this one.
 """
-try:
-    from importlib.metadata import PackageNotFoundError, version
-except ImportError:  # pragma: no cover - Python < 3.8 is not supported on nodes
-    raise
+import os as _os
 
-try:
-    __version__ = version("visionsuit-gpu-agent")
-except PackageNotFoundError:  # run from a source tree that is not installed
-    __version__ = "0+unknown"
+from visionsuit_gpuworker.version import package_version as _package_version
+
+# The installed distribution's version (importlib.metadata) -- the collection's, like the library's; run from a
+# source tree without metadata, the version in agent/pyproject.toml. --version, /healthz and the User-Agent use it.
+__version__ = _package_version("visionsuit-gpu-agent",
+                               source_tree=_os.path.join(_os.path.dirname(_os.path.abspath(__file__)), _os.pardir))

@@ -28,7 +28,7 @@ description:
   - In check mode nothing is submitted. The workflow is loaded and the overrides applied; when ComfyUI is
     reachable, the node types are checked against C(/object_info) and drop-down values (model names)
     against the server's lists.
-version_added: "1.0.0"
+version_added: "0.1.0"
 author:
   - VisionSuit contributors (@visionsuit)
 extends_documentation_fragment:

@@ -10,7 +10,7 @@ DOCUMENTATION = r"""
 ---
 module: gpu_facts
 short_description: Detect the accelerators of a host (NVIDIA, AMD, none) without changing anything
-version_added: "1.0.0"
+version_added: "0.1.0"
 description:
   - Reads the PCI display functions from sysfs (C(/sys/bus/pci/devices/*)) and cross-checks them with
     C(lspci -nn) when it is installed.

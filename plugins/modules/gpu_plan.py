@@ -10,7 +10,7 @@ DOCUMENTATION = r"""
 ---
 module: gpu_plan
 short_description: Decide the driver stack and PyTorch wheel index for a detected accelerator
-version_added: "1.0.0"
+version_added: "0.1.0"
 description:
   - Pure computation over the output of M(visionsuit.gpuworker.gpu_facts) and the distribution facts
     (no probes, no changes) - which apt packages, apt repositories (deb822) and PyTorch wheel index a host needs.

@@ -10,7 +10,7 @@ DOCUMENTATION = r"""
 ---
 module: minio_bucket
 short_description: Ensure a bucket exists (or not) on MinIO or another S3-compatible store
-version_added: "1.0.0"
+version_added: "0.1.0"
 description:
   - Creates the bucket O(name) when O(state=present) and it is missing; deletes it when O(state=absent).
   - A bucket that still holds objects is deleted only with O(force=true), which empties it first.

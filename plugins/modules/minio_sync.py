@@ -10,7 +10,7 @@ DOCUMENTATION = r"""
 ---
 module: minio_sync
 short_description: Mirror a MinIO/S3 bucket folder to a directory on the node, or a directory to a bucket
-version_added: "1.0.0"
+version_added: "0.1.0"
 description:
   - With O(direction=download), copies the objects under O(bucket)/O(prefix) into O(path), keeping sub-folders;
     with O(direction=upload), copies the files under O(path) to O(bucket)/O(prefix).

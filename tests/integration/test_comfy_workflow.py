@@ -124,7 +124,7 @@ def test_cli_bad_input_exit_2(comfy_standin, tmp_path):
 
 def test_cli_missing_checkpoint_exit_3(comfy_standin, tmp_path):
     proc = run_cli("--workflow", write_wf(tmp_path, MISSING_CKPT_WF), *cli_target(comfy_standin))
-    assert proc.returncode == 3, proc.stderr
+    assert proc.returncode == 8, proc.stderr
     assert proc.stderr.splitlines() == ["test-run-workflow: ComfyUI rejected the workflow:", "  " + MISSING_CKPT_LINE]
     assert proc.stdout == ""
 
@@ -132,7 +132,7 @@ def test_cli_missing_checkpoint_exit_3(comfy_standin, tmp_path):
 def test_cli_execution_error_exit_4(standin_factory, tmp_path):
     srv = standin_factory(fail_node="2")
     proc = run_cli("--workflow", write_wf(tmp_path, SIMPLE_WF), "--json", *cli_target(srv))
-    assert proc.returncode == 4, proc.stderr
+    assert proc.returncode == 9, proc.stderr
     assert "failed on node 2 (SaveImage)" in proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["status"] == "error"
@@ -240,7 +240,7 @@ def test_validation_workflow_passes_once_models_are_synced(standin_factory, tmp_
         "CheckpointLoaderSimple", "LoraLoader", "CLIPTextEncode", "EmptyLatentImage", "KSampler", "VAEDecode",
         "SaveImage"}
     proc = run_cli("--workflow", VALIDATION_WF, "--check", *cli_target(srv))
-    assert proc.returncode == 3
+    assert proc.returncode == 8
     assert "ckpt_name: value 'calicomixPonyXL_v20.safetensors' not in list" in proc.stderr
     assert "sync-checkpoints" in proc.stderr and "sync-loras" in proc.stderr
 
@@ -301,7 +301,7 @@ def test_cli_export_dir_downloads_outputs_from_minio(standin_factory, tmp_path, 
     bad.write_text("MINIO_ENDPOINT=\n")
     proc = run_cli("--workflow", write_wf(tmp_path, SIMPLE_WF), "--export-dir", export,
                    "--env-file", bad, *cli_target(srv))
-    assert proc.returncode == 1
+    assert proc.returncode == 3  # the bad minio.env's code
     assert "--export-dir" in proc.stderr
     assert len(history(srv)) == 1
 
@@ -329,7 +329,7 @@ def test_cli_partly_rejected_workflow_exit_3_unless_allowed(standin_factory, tmp
     srv = standin_factory()
     wf = write_wf(tmp_path, PARTIAL_WF)
     proc = run_cli("--workflow", wf, "--interval", "0.2", *cli_target(srv))
-    assert proc.returncode == 3, (proc.stdout, proc.stderr)
+    assert proc.returncode == 8, (proc.stdout, proc.stderr)
     lines = proc.stderr.splitlines()
     assert lines[:2] == ["test-run-workflow: " + DROPPED + ":", "  " + MISSING_CKPT_LINE]
     assert "--allow-partial" in lines[2]
@@ -337,7 +337,7 @@ def test_cli_partly_rejected_workflow_exit_3_unless_allowed(standin_factory, tmp
     (entry,) = history(srv).values()  # the valid part ran: the failure is reported once it is done
     assert entry["status"]["status_str"] == "success"
     proc = run_cli("--workflow", wf, "--json", *cli_target(srv))
-    assert proc.returncode == 3
+    assert proc.returncode == 8
     summary = json.loads(proc.stdout)
     assert summary["status"] == "partial" and summary["dropped_outputs"] == ["9"]
     assert summary["problems"] == [MISSING_CKPT_LINE] and list(summary["node_errors"]) == ["4"]
@@ -349,7 +349,7 @@ def test_cli_partly_rejected_workflow_exit_3_unless_allowed(standin_factory, tmp
 
 def test_cli_check_names_the_local_precheck(comfy_standin, tmp_path):
     proc = run_cli("--workflow", write_wf(tmp_path, MISSING_CKPT_WF), "--check", *cli_target(comfy_standin))
-    assert proc.returncode == 3
+    assert proc.returncode == 8
     assert proc.stderr.splitlines() == [
         "test-run-workflow: the local pre-check against ComfyUI's /object_info found problems (nothing was queued):",
         "  " + MISSING_CKPT_LINE]
@@ -361,12 +361,12 @@ def test_cli_multiline_comfyui_error_is_one_line(standin_factory, tmp_path):
     srv = standin_factory()
     wf = write_wf(tmp_path, _fail_load_multiline(srv))
     proc = run_cli("--workflow", wf, "--json", *cli_target(srv))
-    assert proc.returncode == 4, proc.stderr
+    assert proc.returncode == 9, proc.stderr
     (line,) = proc.stderr.splitlines()
     assert line.startswith("test-run-workflow: workflow ") and line.endswith(LOAD_FAILED)
     assert json.loads(proc.stdout)["error"]["exception_message"] == TORCH_WEIGHTS_ONLY
     proc = run_cli("--workflow", wf, "--verbose", "--no-websocket", *cli_target(srv))  # the full text on request
-    assert proc.returncode == 4
+    assert proc.returncode == 9
     assert TORCH_WEIGHTS_ONLY in proc.stderr
 
 
@@ -379,7 +379,7 @@ def test_cli_checkpoint_without_a_model_is_one_line_naming_the_node_and_the_file
     wf = json.loads(json.dumps(MISSING_CKPT_WF))
     wf["4"]["inputs"]["ckpt_name"] = "DoomGirl_lora.safetensors"
     proc = run_cli("--workflow", write_wf(tmp_path, wf), "--json", *cli_target(srv))
-    assert proc.returncode == 4, proc.stderr
+    assert proc.returncode == 9, proc.stderr
     (line,) = proc.stderr.splitlines()
     assert line.startswith("test-run-workflow: workflow "), line
     assert line.endswith(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -195,7 +196,7 @@ def test_upload_outputs_and_export(ready, s3, tmp_path):
 def test_errors_are_one_line_with_documented_exit_codes(ready, minio, tmp_path):
     bad_secret = "definitely-wrong-secret"
     p = ready.run("sync-checkpoints", "--dest", tmp_path / "d", check=False, env={"MINIO_SECRET_KEY": bad_secret})
-    assert p.returncode == 1 and "rejected the credentials" in p.stderr and "MINIO_SECRET_KEY" in p.stderr
+    assert p.returncode == 7 and "rejected the credentials" in p.stderr and "MINIO_SECRET_KEY" in p.stderr
     assert bad_secret not in p.stderr and "Traceback" not in p.stderr and p.stderr.count("\n") == 1
 
     p = ready.run("sync-checkpoints", "--dest", tmp_path / "d", check=False, env={"MINIO_BUCKET_CHECKPOINTS": "nope-x"})
@@ -213,11 +214,11 @@ def test_errors_are_one_line_with_documented_exit_codes(ready, minio, tmp_path):
     assert p.returncode == 3 and "line 2 is not KEY=VALUE" in p.stderr
 
     p = ready.run("sync-loras", "--workers", "zero", check=False)
-    assert p.returncode == 2 and "invalid int value" in p.stderr
+    assert p.returncode == 2 and "invalid int value" in p.stderr and p.stderr.count("\n") == 1
 
     p = ready.run("sync-loras", "--dest", tmp_path / "d", "--retries", "1", check=False,
                   env={"MINIO_ENDPOINT": f"http://127.0.0.1:{_closed_port()}"})
-    assert p.returncode == 1 and "cannot reach MinIO" in p.stderr and "connection refused" in p.stderr
+    assert p.returncode == 6 and "cannot reach MinIO" in p.stderr and "connection refused" in p.stderr
 
 
 def _closed_port():
@@ -278,3 +279,75 @@ def test_as_root_downloads_belong_to_the_target_folders_owner(ready, s3, tmp_pat
     os.chown(explicit, 4321, 4322)
     ready.run("sync-loras", "--dest", explicit, "--owner", "0", "--group", "0")
     assert (explicit / "sub" / "owned.safetensors").stat().st_uid == 0
+
+
+# ---------------------------------------------------------------------------------------------- issue 14 item 8
+ALL_COMMANDS = COMMANDS + ["test-run-workflow"]
+GALAXY_VERSION = next(line.split(":", 1)[1].strip().strip("'\"") for line in (ROOT / "galaxy.yml").read_text()
+                      .splitlines() if line.startswith("version:"))
+
+
+def _bare(command, *args):
+    """A node command without MinIO behind it (the options are refused before anything is read)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MINIO_")}
+    env.update(VISIONSUIT_MINIO_ENV="/nonexistent/minio.env", PYTHONDONTWRITEBYTECODE="1")
+    return subprocess.run([sys.executable, str(BIN / command), *map(str, args)], env=env, capture_output=True,
+                          text=True, timeout=60)
+
+
+_TRANSFER = ["sync-checkpoints", "sync-loras", "upload-outputs", "test-upload-models", "test-export-outputs"]
+BAD_VALUES = (
+    [(c, "--workers", v) for c in _TRANSFER + ["generate-model-manifest"] for v in ("0", "65", "zero", "-3")]
+    + [(c, "--retries", v) for c in COMMANDS for v in ("-1", "many")]
+    + [(c, "--part-size", v) for c in _TRANSFER for v in ("1K", "0", "lots")]
+    + [(c, "--multipart-threshold", v) for c in _TRANSFER for v in ("0", "-5M", "x")]
+    + [("test-run-workflow", o, v) for o, v in (("--port", "0"), ("--port", "70000"), ("--port", "http"),
+                                                ("--timeout", "0"), ("--timeout", "-1"), ("--interval", "0"),
+                                                ("--interval", "nan"), ("--export-wait", "-1"),
+                                                ("--timeout", "inf"))]
+)
+
+
+@pytest.mark.parametrize(("command", "option", "value"), BAD_VALUES)
+def test_bad_option_values_are_usage_errors_naming_the_option(command, option, value, tmp_path):
+    extra = ["--workflow", tmp_path / "wf.json"] if command == "test-run-workflow" else []
+    extra += [tmp_path] if command == "test-export-outputs" else []
+    p = _bare(command, *extra, f"{option}={value}")
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.count("\n") == 1 and p.stderr.startswith(f"{command}: error: argument {option}"), p.stderr
+    assert "Traceback" not in p.stderr and p.stdout == ""
+
+
+@pytest.mark.parametrize("command", ALL_COMMANDS)
+def test_every_command_prints_the_package_version(command):
+    p = _bare(command, "--version")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == f"{command} {GALAXY_VERSION}\n"
+
+
+@pytest.mark.parametrize("command", ALL_COMMANDS)
+def test_every_command_documents_the_one_exit_code_table(command):
+    from visionsuit_gpuworker.errors import exit_codes_text
+
+    p = _bare(command, "--help")
+    assert p.returncode == 0
+    assert " ".join(exit_codes_text().split()) in " ".join(p.stdout.split())
+
+
+def test_the_exit_code_table_is_documented_once_in_the_readme():
+    from visionsuit_gpuworker.errors import EXIT_CODES
+
+    text = (ROOT / "README.md").read_text()
+    rows = dict(re.findall(r"^\| `(\d+)` \| (.+?) \|$", text, re.M))
+    assert {int(k) for k in rows} == {code for code, _ in EXIT_CODES}
+    assert len(set(dict(EXIT_CODES))) == len(EXIT_CODES)  # one meaning per number
+
+
+def test_wrong_credentials_and_an_unreachable_server_have_their_own_codes(ready, tmp_path):
+    p = ready.run("sync-checkpoints", "--dest", tmp_path / "d", check=False,
+                  env={"MINIO_SECRET_KEY": "definitely-wrong-secret"})
+    assert p.returncode == 7 and "rejected the credentials" in p.stderr  # fatal: retrying will not help
+
+    p = ready.run("sync-loras", "--dest", tmp_path / "d", "--retries", "0", check=False,
+                  env={"MINIO_ENDPOINT": f"http://127.0.0.1:{_closed_port()}"})
+    assert p.returncode == 6 and "cannot reach MinIO" in p.stderr  # temporary: run again later

@@ -269,3 +269,31 @@ def test_the_prompt_answer_goes_to_the_hosts_without_an_endpoint(tmp_path):
     for host in ("h2", "h3"):
         assert used[host]["ansible_facts"]["visionsuit_minio_endpoint"] == "http://10.0.0.9:9000", used
     assert batches(out) == [["h1", "h2", "h3"]]
+
+
+def summary_warnings(out, host):
+    for play in out["plays"]:
+        if play["play"]["name"] != "Summary":
+            continue
+        for task in play["tasks"]:
+            if host in task["hosts"]:
+                return task["hosts"][host]["msg"]["warnings"]
+    raise AssertionError("no summary for %s" % host)
+
+
+def test_the_summary_warns_about_an_exposed_agent(tmp_path):
+    """Issue 14 item 9: the agent listens on 0.0.0.0 over plain HTTP with no allow-list and an open /metrics by
+    default (a dispatcher on another host must reach it); the summary says so, per setting, and is quiet when
+    the operator closed each one (or keeps the agent on loopback)."""
+    inv = make_inventory(tmp_path, all_vars={"gpu_agent_enabled": True}, hosts=("h1", "h2", "h3"), host_vars={
+        "h2": {"gpu_agent_listen": "127.0.0.1"},
+        "h3": {"gpu_agent_allowed_networks": "['10.0.0.0/8']", "gpu_agent_tls_cert": "/etc/ssl/a.pem",
+               "gpu_agent_metrics_require_auth": "true"}})
+    rc, out, raw = run_provision(tmp_path, inv)
+    h1 = summary_warnings(out, "h1")
+    assert [w.split(":")[0] for w in h1] == [
+        "the agent listens on 0.0.0.0 with no allow-list", "the agent API is plain HTTP on a non-loopback address",
+        "the agent serves /metrics without the token (gpu_agent_metrics_require_auth"], h1
+    assert "set gpu_agent_allowed_networks" in h1[0] and "port 8081" in h1[0]
+    assert summary_warnings(out, "h2") == []
+    assert summary_warnings(out, "h3") == []

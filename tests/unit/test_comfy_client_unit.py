@@ -128,7 +128,7 @@ def test_render_missing_checkpoint_literal():
     assert err.lines == [
         "node 4 (CheckpointLoaderSimple) input ckpt_name: value 'x.safetensors' not in list (available: none)"
         " — the checkpoint is not present on the node; sync it with sync-checkpoints"]
-    assert err.exit_code == 3
+    assert err.exit_code == 8
     assert err.details["node_errors"] == MISSING_CKPT_400["node_errors"]
     assert str(err).startswith("ComfyUI rejected the workflow: node 4 (CheckpointLoaderSimple)")
 
@@ -267,7 +267,7 @@ def test_result_from_history_literal_states():
     assert ce.describe_failure(result) == "workflow p failed on node 4 (KSampler): RuntimeError: CUDA out of memory"
     with pytest.raises(ce.WorkflowExecutionError) as exc:
         cc.raise_for_result(result)
-    assert exc.value.exit_code == 4
+    assert exc.value.exit_code == 9
 
 
 def test_result_from_captured_histories(shared_captures):
@@ -622,7 +622,7 @@ def test_partly_rejected_workflow_fails_by_default():
     with pytest.raises(ce.WorkflowValidationError) as exc:
         cw.check_partial_run(PARTIAL_200["node_errors"], PARTIAL_WF, ok)
     err = exc.value
-    assert isinstance(err, ce.WorkflowPartlyRejectedError) and err.exit_code == ce.EXIT_VALIDATION == 3
+    assert isinstance(err, ce.WorkflowPartlyRejectedError) and err.exit_code == ce.EXIT_VALIDATION == 8
     assert str(err) == (
         "ComfyUI rejected part of the workflow and dropped output node 9 (SaveImage): node 4 "
         "(CheckpointLoaderSimple) input ckpt_name: value 'x.safetensors' not in list (available: none) — the "

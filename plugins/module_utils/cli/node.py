@@ -20,8 +20,10 @@ exported ``MINIO_*`` variables; credentials are never accepted on the command li
 Output: a progress bar and a summary on a terminal, nothing on success otherwise (``-v`` forces the summary);
 ``--json`` prints the result object; ``--dry-run`` prints the plan and changes nothing.
 
-Exit codes: 0 success, 1 failure (S3 error, server unreachable, local I/O), 2 usage, 3 configuration
-(minio.env, endpoint), 4 integrity check failed, 130 interrupted.
+Exit codes: the one table of all node commands, :data:`..errors.EXIT_CODES` (documented in
+roles/minio_helpers/README.md): 0 success, 1 other failure, 2 usage (bad option values too), 3 configuration,
+4 integrity check failed, 6 server unreachable or failing after the retries (temporary), 7 credentials rejected
+or access denied (fatal), 130 interrupted. ``--version`` prints the installed package's version.
 
 Warnings: a run that did its work but hit a problem worth knowing prints ``<command>: warning: ...`` lines on stderr
 (even with ``--json`` or ``-q``; the result object lists them under ``warnings``) and still exits 0. The one warning
@@ -35,7 +37,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import argparse
 import glob
 import json
 import os
@@ -43,12 +44,13 @@ import sys
 import tempfile
 import time
 
-from ..errors import GpuWorkerError
+from ..errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, GpuWorkerError
 from ..s3.download import download
 from ..s3.env import ENV_FILE_VARIABLE, load_minio_env
 from ..s3.sync import object_manifest
 from ..s3.transfer import DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE, DEFAULT_WORKERS
 from ..s3.upload import upload
+from .common import NodeArgumentParser, int_range, parse_size, size_at_least
 
 COMFY_ROOT = "/opt/comfyui"
 DEFAULT_DIRS = {
@@ -56,30 +58,14 @@ DEFAULT_DIRS = {
     "loras": COMFY_ROOT + "/models/loras",
     "outputs": COMFY_ROOT + "/output",
 }
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 _EPILOG = ("connection: /etc/comfyui/minio.env (or $%s), overridden by exported MINIO_* variables. "
-           "exit codes: 0 success, 1 failure, 2 usage, 3 configuration (minio.env), 4 integrity check failed, "
-           "130 interrupted; warnings (e.g. a state file that could not be written) go to stderr and keep 0"
-           % ENV_FILE_VARIABLE)
+           "Warnings (e.g. a state file that could not be written) go to stderr and keep 0" % ENV_FILE_VARIABLE)
+# the option limits (the engine's, s3/transfer.py check_workers), checked while parsing: a usage error, exit 2
+MAX_WORKERS = 64
+MIN_PART_SIZE = 64 * 1024
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def parse_size(text):
-    """``1048576``, ``64M``, ``64MiB``, ``1G`` -> bytes."""
-    value = str(text).strip().upper().replace("IB", "").rstrip("B")
-    mult = 1
-    for suffix, m in (("K", 1024), ("M", 1024 ** 2), ("G", 1024 ** 3), ("T", 1024 ** 4)):
-        if value.endswith(suffix):
-            value, mult = value[:-1], m
-            break
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError("not a size: %r (use e.g. 16M)" % text)
-    if number <= 0:
-        raise argparse.ArgumentTypeError("size must be positive: %r" % text)
-    return int(number * mult)
-
 
 def human(n):
     n = float(n)
@@ -136,16 +122,16 @@ def _add_common(parser, transfer=True, sync=True):
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     parser.add_argument("-v", "--verbose", action="store_true", help="print the summary even when not on a TTY")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
-    parser.add_argument("--retries", type=int, default=5, metavar="N",
+    parser.add_argument("--retries", type=int_range(0), default=5, metavar="N",
                         help="retries of a failed request (default %(default)s, exponential backoff)")
     if not transfer:
         return
-    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, metavar="N",
-                        help="parallel transfers (default %(default)s)")
+    parser.add_argument("--workers", type=int_range(1, MAX_WORKERS), default=DEFAULT_WORKERS, metavar="N",
+                        help="parallel transfers, 1 to %d (default %%(default)s)" % MAX_WORKERS)
     parser.add_argument("--multipart-threshold", type=parse_size, default=DEFAULT_MULTIPART_THRESHOLD,
                         metavar="SIZE", help="objects above this use ranged/multipart transfers (default 64M)")
-    parser.add_argument("--part-size", type=parse_size, default=DEFAULT_PART_SIZE, metavar="SIZE",
-                        help="range/part size (default 16M; uploads use at least 5M)")
+    parser.add_argument("--part-size", type=size_at_least(MIN_PART_SIZE, "64K"), default=DEFAULT_PART_SIZE,
+                        metavar="SIZE", help="range/part size, at least 64K (default 16M; uploads use at least 5M)")
     if not sync:
         return
     parser.add_argument("--bucket", help="bucket (default from minio.env)")
@@ -403,7 +389,7 @@ def cmd_export_outputs(prog, args):
 
 # ---------------------------------------------------------------------------------------------- parsers
 def _parser(prog, description):
-    return argparse.ArgumentParser(prog=prog, description=description, epilog=_EPILOG)
+    return NodeArgumentParser(prog, description, epilog_extra=_EPILOG)
 
 
 def build_parser(prog):
@@ -434,7 +420,8 @@ def build_parser(prog):
         p.add_argument("--prefix", help="folder in the bucket (default MINIO_<KIND>_PREFIX)")
         p.add_argument("--include", action="append", default=[], metavar="GLOB")
         p.add_argument("--exclude", action="append", default=[], metavar="GLOB")
-        p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, metavar="N", help="parallel HEAD requests")
+        p.add_argument("--workers", type=int_range(1, MAX_WORKERS), default=DEFAULT_WORKERS, metavar="N",
+                       help="parallel HEAD requests, 1 to %d" % MAX_WORKERS)
         p.add_argument("-o", "--output", metavar="FILE", help="write to FILE (atomically) instead of stdout")
         return p
     if prog == "test-create-buckets":
@@ -490,15 +477,15 @@ def main(argv=None, prog=None):
         return COMMANDS[prog](prog, args)
     except GpuWorkerError as err:
         sys.stderr.write("%s: error: %s\n" % (prog, err))
-        return err.exit_code or EXIT_FAIL
+        return err.exit_code or EXIT_FAILURE
     except KeyboardInterrupt:
         sys.stderr.write("%s: interrupted (a partial download is resumed by the next run)\n" % prog)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
-        return EXIT_FAIL
+        return EXIT_FAILURE
     except OSError as err:
         sys.stderr.write("%s: error: %s\n" % (prog, err))
-        return EXIT_FAIL
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":

@@ -3,21 +3,19 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """``test-run-workflow``: run an API-format workflow on a ComfyUI node and print what it produced.
 
-Exit codes:
-  0  success (the asset identifiers are printed, one per line; ``--json`` prints a JSON summary)
-  1  other failure (e.g. the MinIO export after a successful run)
-  2  usage / bad input (file missing, not JSON, UI format instead of API format, bad --set)
-  3  validation error (ComfyUI rejected the workflow, or part of it: see --allow-partial; or the local
-     --check pre-check found problems; node_errors printed readably)
-  4  execution error (a node failed, or the run was interrupted)
-  5  timeout
-  6  ComfyUI cannot be reached
+Exit codes: the one table of all node commands, :data:`..errors.EXIT_CODES` (documented in
+roles/minio_helpers/README.md). For this command: 0 success (the asset identifiers are printed, one per line;
+``--json`` prints a JSON summary), 1 other failure, 2 usage or bad input (bad option value, file missing, not
+JSON, UI format instead of API format, bad --set), 3 bad minio.env (--export-dir), 5 timeout, 6 ComfyUI (or
+MinIO, --export-dir) cannot be reached, 7 MinIO refused the credentials (--export-dir), 8 validation error
+(ComfyUI rejected the workflow, or part of it: see --allow-partial; or the local --check pre-check found
+problems; node_errors printed readably), 9 execution error (a node failed, or the run was interrupted),
+130 interrupted. ``--version`` prints the installed package's version.
 """
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import argparse
 import json
 import os
 import sys
@@ -32,30 +30,25 @@ from ..comfyui.errors import (
     describe_failure,
 )
 from ..comfyui.workflow import apply_overrides, check_partial_run, load_workflow, output_identifier, parse_set_options
-from ..errors import GpuWorkerError
+from ..errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, GpuWorkerError
+from .common import NodeArgumentParser, int_range, seconds
 
 PROG = "test-run-workflow"
 DEFAULT_ENV_FILE = "/etc/comfyui/minio.env"
-EXIT_OTHER = 1
-
-_EPILOG = """exit codes: 0 success, 1 other failure (e.g. the MinIO export), 2 usage or bad input
-(not JSON, UI format instead of API format, bad --set), 3 validation error (ComfyUI rejected the
-workflow or part of it, or the --check pre-check found problems), 4 execution error or interrupted run,
-5 timeout, 6 ComfyUI cannot be reached"""
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        prog=PROG, description="Queue an API-format ComfyUI workflow, wait for it and print the generated assets.",
-        epilog=_EPILOG)
+    parser = NodeArgumentParser(
+        PROG, "Queue an API-format ComfyUI workflow, wait for it and print the generated assets.")
     parser.add_argument("--workflow", required=True, metavar="FILE",
                         help="workflow in ComfyUI's API format (JSON); '-' reads stdin")
     parser.add_argument("--host", default=DEFAULT_HOST, help="ComfyUI host (default %(default)s)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="ComfyUI port (default %(default)s)")
+    parser.add_argument("--port", type=int_range(1, 65535), default=DEFAULT_PORT,
+                        help="ComfyUI port (default %(default)s)")
     parser.add_argument("--url", help="ComfyUI base URL (overrides --host/--port), e.g. https://gpu1/comfy")
-    parser.add_argument("--timeout", type=float, default=900.0,
+    parser.add_argument("--timeout", type=seconds(), default=900.0,
                         help="seconds to wait for the run to finish (default %(default)s)")
-    parser.add_argument("--interval", type=float, default=2.0,
+    parser.add_argument("--interval", type=seconds(), default=2.0,
                         help="seconds between /history polls when the websocket is silent or gone "
                              "(default %(default)s)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.INPUT=VALUE",
@@ -66,7 +59,7 @@ def build_parser():
                              "(as test-export-outputs does; needs %s)" % DEFAULT_ENV_FILE)
     parser.add_argument("--env-file", default=None,
                         help="MinIO settings (default $VISIONSUIT_MINIO_ENV or %s)" % DEFAULT_ENV_FILE)
-    parser.add_argument("--export-wait", type=float, default=120.0,
+    parser.add_argument("--export-wait", type=seconds(allow_zero=True), default=120.0,
                         help="seconds to wait for the outputs to reach MinIO (upload-outputs) before giving up "
                              "(default %(default)s)")
     parser.add_argument("--check", action="store_true",
@@ -74,7 +67,7 @@ def build_parser():
                              "without queueing anything")
     parser.add_argument("--allow-partial", action="store_true",
                         help="accept a run that ComfyUI only partly accepted (it dropped the outputs behind invalid "
-                             "nodes and ran the rest): a warning instead of exit code 3")
+                             "nodes and ran the rest): a warning instead of exit code 8")
     parser.add_argument("--no-websocket", action="store_true", help="poll /history only")
     parser.add_argument("-v", "--verbose", action="store_true", help="print progress to stderr")
     return parser
@@ -118,7 +111,7 @@ def _progress_printer(workflow):
 
 
 def _minio_settings(args):
-    """Read the MinIO settings up front (fail before queueing anything); exit code 1 on a bad minio.env."""
+    """Read the MinIO settings up front (fail before queueing anything); exit code 3 on a bad minio.env."""
     try:
         from ..s3.env import load_minio_env
     except ImportError:
@@ -126,7 +119,7 @@ def _minio_settings(args):
     try:
         return load_minio_env(args.env_file)
     except GpuWorkerError as err:
-        raise GpuWorkerError("--export-dir: %s" % err, exit_code=EXIT_OTHER) from None
+        raise GpuWorkerError("--export-dir: %s" % err, exit_code=err.exit_code) from None
 
 
 def export_outputs(result, args):
@@ -143,7 +136,7 @@ def export_outputs(result, args):
         try:
             sync = download_outputs(args.export_dir, names=names, env_file=args.env_file)
         except GpuWorkerError as err:
-            raise GpuWorkerError("--export-dir: %s" % err, exit_code=EXIT_OTHER) from None
+            raise GpuWorkerError("--export-dir: %s" % err, exit_code=err.exit_code) from None
         present = set(sync.get("after") or [])
         missing = [n for n in names if n not in present]
         if not missing:
@@ -152,7 +145,7 @@ def export_outputs(result, args):
         if time.time() >= deadline:
             raise GpuWorkerError(
                 "--export-dir: %d output(s) not in MinIO after %gs: %s"
-                % (len(missing), args.export_wait, ", ".join(missing)), exit_code=EXIT_OTHER,
+                % (len(missing), args.export_wait, ", ".join(missing)), exit_code=EXIT_FAILURE,
                 hint="is upload-outputs running on the node (its timer), and is MINIO_BUCKET_OUTPUTS right?")
         time.sleep(min(max(args.interval, 0.2), 5.0))
 
@@ -174,7 +167,7 @@ def main(argv=None):
                 _out(json.dumps({"status": "valid", "nodes": len(workflow)}, indent=2))
             else:
                 _out("workflow is valid (%d nodes)" % len(workflow))
-            return 0
+            return EXIT_OK
         progress = _progress_printer(workflow) if args.verbose else None
         result = run_workflow(client, workflow, timeout=args.timeout, interval=args.interval,
                               on_progress=progress, use_websocket=not args.no_websocket)
@@ -199,7 +192,7 @@ def main(argv=None):
             for out in result["outputs"]:
                 if out.get("text") is not None:
                     _out("text from node %s: %s" % (out["node_id"], out["text"]))
-        return 0
+        return EXIT_OK
     except WorkflowValidationError as err:
         _err(err.summary + ":" if err.lines else str(err))
         for line in err.lines:
@@ -227,7 +220,7 @@ def main(argv=None):
         if args.json:
             _out(json.dumps(dict(summary, status=summary.get("status") or "failed", message=str(err)),
                             indent=2, sort_keys=True))
-        return err.exit_code or 1
+        return err.exit_code or EXIT_FAILURE
     except KeyboardInterrupt:
         _err("interrupted (the run continues on ComfyUI)")
-        return 130
+        return EXIT_INTERRUPTED

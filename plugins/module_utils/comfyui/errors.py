@@ -3,9 +3,10 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The ComfyUI client's errors, their exit codes, and the readable text of ComfyUI's failure structures.
 
-Failures are :class:`GpuWorkerError` subclasses with the exit code of the node commands:
-``WorkflowInputError`` (2), ``WorkflowValidationError`` (3, and its ``WorkflowPartlyRejectedError``),
-``WorkflowExecutionError`` (4), ``WorkflowTimeoutError`` (5), ``ComfyConnectionError`` (6).
+Failures are :class:`GpuWorkerError` subclasses with the exit code of the node commands (the one table,
+:data:`..errors.EXIT_CODES`): ``WorkflowInputError`` (2), ``WorkflowValidationError`` (8, and its
+``WorkflowPartlyRejectedError``), ``WorkflowExecutionError`` (9), ``WorkflowTimeoutError`` (5),
+``ComfyConnectionError`` (6).
 
 Messages are one line: a multi-line ComfyUI error (torch's "Weights only load failed...") is cut to its first
 meaningful line (:func:`one_line`); the full text stays available (:func:`failure_detail`).
@@ -18,15 +19,20 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ..errors import GpuWorkerError
+from ..errors import (
+    EXIT_EXECUTION,
+    EXIT_OK,
+    EXIT_TEMPORARY,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+    EXIT_VALIDATION,
+    GpuWorkerError,
+)
 from .nodes import combo_options, node_sort_key
 
-EXIT_OK = 0
-EXIT_USAGE = 2
-EXIT_VALIDATION = 3
-EXIT_EXECUTION = 4
-EXIT_TIMEOUT = 5
-EXIT_UNREACHABLE = 6
+# the codes of the one exit code table (..errors.EXIT_CODES) that the ComfyUI client's errors carry
+EXIT_UNREACHABLE = EXIT_TEMPORARY
+__all__ = ["EXIT_OK", "EXIT_USAGE", "EXIT_VALIDATION", "EXIT_EXECUTION", "EXIT_TIMEOUT", "EXIT_UNREACHABLE"]
 
 # Hints for a model drop-down value that is not on the node: input name -> (what, sync command).
 _MODEL_INPUT_HINTS = {
@@ -79,7 +85,7 @@ class ComfyConnectionError(ComfyError):
 
 
 class WorkflowValidationError(ComfyError):
-    """ComfyUI (or our pre-check) rejected the workflow: exit code 3.
+    """ComfyUI (or our pre-check) rejected the workflow: exit code 8.
 
     ``node_errors`` is ComfyUI's raw structure, ``lines`` one readable line per problem, ``summary`` who found
     the problems ("ComfyUI rejected the workflow", or the local pre-check for a ``source`` naming it).
@@ -100,7 +106,7 @@ class WorkflowValidationError(ComfyError):
 
 class WorkflowPartlyRejectedError(WorkflowValidationError):
     """ComfyUI accepted the workflow (HTTP 200) but dropped the outputs behind invalid nodes (``node_errors`` of
-    its answer) and ran the rest: exit code 3, like any rejection.
+    its answer) and ran the rest: exit code 8, like any rejection.
 
     ``result`` is the run of the rest (or ``{prompt_id, status: queued}``), ``dropped_outputs`` the output node ids
     ComfyUI left out. ``details``: the result with ``status: partial``, ``run_status`` (the rest's status),
@@ -124,7 +130,7 @@ class WorkflowPartlyRejectedError(WorkflowValidationError):
 
 
 class WorkflowExecutionError(ComfyError):
-    """The workflow was accepted but failed (or was interrupted) while running: exit code 4.
+    """The workflow was accepted but failed (or was interrupted) while running: exit code 9.
 
     The message is one line; ``details["error_detail"]`` holds ComfyUI's full exception text of a failed node.
     """

@@ -199,7 +199,7 @@ def check_partial_run(node_errors, workflow=None, result=None, allow_partial=Fal
 
     ``node_errors`` is what ComfyUI's HTTP 200 answer to ``POST /prompt`` held (``ComfyClient.last_node_errors``):
     non-empty means it dropped the outputs behind invalid nodes and ran the rest. Raises
-    :class:`WorkflowPartlyRejectedError` (exit code 3) unless ``allow_partial``; then returns that error unraised
+    :class:`WorkflowPartlyRejectedError` (exit code 8) unless ``allow_partial``; then returns that error unraised
     (its ``summary``, ``lines`` and ``dropped_outputs`` describe what was dropped, for a warning). None when
     nothing was dropped.
     """

@@ -36,7 +36,7 @@ import time
 import xml.etree.ElementTree as ET  # noqa: S405 - parses replies of the configured S3 server only
 from urllib.parse import unquote_plus
 
-from ..errors import GpuWorkerError, TransientError
+from ..errors import EXIT_ACCESS, GpuWorkerError, TransientError
 from .endpoint import parse_endpoint
 from .sigv4 import (
     EMPTY_SHA256,
@@ -405,13 +405,13 @@ class S3Client:
         if code in ("SignatureDoesNotMatch", "InvalidAccessKeyId"):
             return GpuWorkerError("MinIO at %s rejected the credentials of access key '%s' (%s)" % (
                 self.endpoint, self.access_key, code), field="secret_key" if code[0] == "S" else "access_key",
-                hint=hint, details={"status": status, "code": code})
+                hint=hint, exit_code=EXIT_ACCESS, details={"status": status, "code": code})
         if status == 403:
             code = code or "AccessDenied"
             return GpuWorkerError("access denied by MinIO at %s for %s %s with access key '%s' (%s)" % (
                 self.endpoint, op, self._what(bucket, key), self.access_key, code),
                 hint=hint or "check the access key, the secret key and the user's bucket policy",
-                details={"status": status, "code": code})
+                exit_code=EXIT_ACCESS, details={"status": status, "code": code})
         if status == 412:
             return GpuWorkerError("%s changed on the server during the transfer" % self._what(bucket, key),
                                   hint="run the sync again", details={"status": status, "code": code})

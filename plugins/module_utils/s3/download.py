@@ -24,7 +24,7 @@ import stat
 import threading
 import zlib
 
-from ..errors import GpuWorkerError
+from ..errors import EXIT_INTEGRITY, GpuWorkerError
 from .checksums import Crc32, Verifier, crc32_combine, etag_part_count, file_matches_etag, usable_checksum
 from .client import Cancelled
 from .keys import is_placeholder, is_reserved, key_to_relpath, matches, normalize_prefix, relpath_to_key, safe_join
@@ -54,7 +54,7 @@ from .transfer import (
     raise_run_error,
 )
 
-INTEGRITY_EXIT_CODE = 4
+INTEGRITY_EXIT_CODE = EXIT_INTEGRITY  # 4 in the one exit code table (..errors.EXIT_CODES)
 FLUSH_BYTES = 256 * MiB
 DIRECT_MIN_SIZE = 256 * 1024
 MAX_INLINE_PART = 256 * MiB

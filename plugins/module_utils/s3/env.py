@@ -45,14 +45,14 @@ __metaclass__ = type
 import os
 import re
 
-from ..errors import GpuWorkerError
+from ..errors import EXIT_CONFIG, GpuWorkerError
 from .client import DEFAULT_REGION, S3Client
 from .endpoint import parse_endpoint as _parse_url
 from .keys import normalize_prefix
 
 DEFAULT_ENV_FILE = "/etc/comfyui/minio.env"
 ENV_FILE_VARIABLE = "VISIONSUIT_MINIO_ENV"
-CONFIG_EXIT_CODE = 3
+CONFIG_EXIT_CODE = EXIT_CONFIG  # 3 in the one exit code table (..errors.EXIT_CODES)
 KINDS = ("checkpoints", "loras", "outputs")
 VARIABLES = (
     "MINIO_ENDPOINT", "MINIO_SECURE", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY", "MINIO_REGION", "MINIO_CA_BUNDLE",

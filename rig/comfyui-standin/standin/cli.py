@@ -1,4 +1,5 @@
-"""Command line: ComfyUI's own flags (unknown ones are ignored) plus the stand-in's fault options."""
+"""Command line: ComfyUI's own flags (the ones the stand-in does not model are accepted and ignored; an option
+ComfyUI 0.3.64 does not have is refused like ComfyUI refuses it) plus the stand-in's fault options."""
 from __future__ import annotations
 
 import argparse
@@ -16,6 +17,32 @@ from .server import App, make_server
 from .websocket import Hub
 
 log = logging.getLogger("standin")
+
+
+#: Every option of ComfyUI 0.3.64's comfy/cli_args.py. main.py parses them with argparse's parse_args, so any
+#: other option ends the process at start: "main.py: error: unrecognized arguments: ..." on stderr, exit 2.
+COMFYUI_OPTIONS = frozenset('''
+    --listen --port --tls-keyfile --tls-certfile --enable-cors-header --max-upload-size --base-directory
+    --extra-model-paths-config --output-directory --temp-directory --input-directory --models-directory
+    --auto-launch --disable-auto-launch --cuda-device --cuda-malloc --disable-cuda-malloc --force-fp32 --force-fp16
+    --fp32-unet --fp64-unet --bf16-unet --fp16-unet --fp8_e4m3fn-unet --fp8_e5m2-unet --fp8_e8m0fnu-unet
+    --fp16-vae --fp32-vae --bf16-vae --cpu-vae --fp8_e4m3fn-text-enc --fp8_e5m2-text-enc --fp16-text-enc
+    --fp32-text-enc --bf16-text-enc --force-channels-last --directml --oneapi-device-selector
+    --disable-ipex-optimize --supports-fp8-compute --preview-method --preview-size --cache-classic --cache-lru
+    --cache-none --use-split-cross-attention --use-quad-cross-attention --use-pytorch-cross-attention
+    --use-sage-attention --use-flash-attention --disable-xformers --force-upcast-attention --dont-upcast-attention
+    --gpu-only --highvram --normalvram --lowvram --novram --cpu --reserve-vram --async-offload
+    --default-hashing-function --disable-smart-memory --deterministic --fast --mmap-torch-files --disable-mmap
+    --dont-print-server --quick-test-for-ci --windows-standalone-build --disable-metadata
+    --disable-all-custom-nodes --whitelist-custom-nodes --disable-api-nodes --multi-user --verbose --log-stdout
+    --front-end-version --front-end-root --user-directory --enable-compress-response-body --comfy-api-base
+    --database-url -h --help
+'''.split())
+
+
+def refused_options(unknown):
+    """The options among ``unknown`` (what the stand-in's parser left over) that ComfyUI itself would refuse."""
+    return [arg for arg in unknown if arg.startswith("-") and arg.split("=", 1)[0] not in COMFYUI_OPTIONS]
 
 
 def build_parser(default_base):
@@ -53,7 +80,11 @@ def build_parser(default_base):
 
 def main(argv=None):
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    args, unknown = build_parser(here).parse_known_args(argv)
+    parser = build_parser(here)
+    args, unknown = parser.parse_known_args(argv)
+    refused = refused_options(unknown)
+    if refused:
+        parser.error("unrecognized arguments: %s" % " ".join(refused))  # exit 2, like ComfyUI's parse_args
     logging.basicConfig(stream=sys.stdout if args.log_stdout else sys.stderr,
                         level=getattr(logging, str(args.verbose).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
