@@ -14,7 +14,6 @@ __metaclass__ = type
 
 import argparse
 import math
-import sys
 
 from ..errors import EXIT_USAGE, exit_codes_text
 from ..version import package_version
@@ -31,8 +30,8 @@ class NodeArgumentParser(argparse.ArgumentParser):
                           help="print the version of the installed package and exit")
 
     def error(self, message):
-        sys.stderr.write("%s: error: %s (see --help)\n" % (self.prog, " ".join(str(message).split())))
-        sys.exit(EXIT_USAGE)
+        # argparse's own exit (prints to stderr, then exits) keeps sys.exit out of the library
+        self.exit(EXIT_USAGE, "%s: error: %s (see --help)\n" % (self.prog, " ".join(str(message).split())))
 
 
 def _number(text, kind):
