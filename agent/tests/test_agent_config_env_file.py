@@ -14,12 +14,12 @@ import logging
 
 import pytest
 
+from rig.leaks import SECRET, leaked
 from visionsuit_gpu_agent import config
 from visionsuit_gpu_agent import main as agent_main
 from visionsuit_gpuworker.s3.env import quote_env_value
 
 TOKEN = "tok-Vq8Rz3KwYp2Ls7Dn5HjXc4Mb"
-SECRET = "lkDUt0Zq9/sEcR+eTWx7pLmN3vB8kJ2hGqY4uFa1"   # MinIO-style; no 5-character piece occurs by chance
 
 # What the comfyui role's template writes (roles/comfyui/templates/minio.env.j2): every value double-quoted.
 GOOD_ENV = {
@@ -35,11 +35,6 @@ GOOD_ENV = {
     "MINIO_LORAS_PREFIX": "styles/",
     "MINIO_OUTPUTS_PREFIX": "renders",
 }
-
-
-def leaked(text, secret=SECRET):
-    """The first piece (5 characters or more) of ``secret`` found in ``text``, or None."""
-    return next((secret[i:i + 5] for i in range(len(secret) - 4) if secret[i:i + 5] in str(text)), None)
 
 
 def write_env(tmp_path, values=None, text=None, name="minio.env"):

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from rig.leaks import SECRET, leaked
 from tests import ansible_run
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLE = ROOT / "roles" / "gpu_agent"
 PLAYBOOK_BIN = ansible_run.VENV_PLAYBOOK
 
-SECRET = "lkDUt0Zq9/sEcR+eTWx7pLmN3vB8kJ2hGqY4uFa1"    # MinIO-style; no 5-character piece occurs by chance
 ACCESS = "visionsuit-access"
 TOKEN = "tok-Vq8Rz3KwYp2Ls7Dn5HjXc4Mb"
 REMOVED = ("gpu_agent_minio_endpoint", "gpu_agent_minio_access_key", "gpu_agent_minio_secret_key",
@@ -60,11 +60,6 @@ PLAY = """
 """.replace("@ROOT@", str(ROOT))
 
 pytestmark = pytest.mark.skipif(not PLAYBOOK_BIN.exists(), reason="ansible-playbook is not installed in the venv")
-
-
-def leaked(text, secret=SECRET):
-    """The first 5-character piece of ``secret`` found in ``text``, or None."""
-    return next((secret[i:i + 5] for i in range(len(secret) - 4) if secret[i:i + 5] in text), None)
 
 
 @pytest.fixture(scope="module")

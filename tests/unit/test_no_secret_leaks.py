@@ -13,24 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from rig.leaks import SECRET, leaked
 from visionsuit_gpu_agent import config as agent_config
 from visionsuit_gpu_agent import main as agent_main
 from visionsuit_gpuworker.errors import GpuWorkerError
 from visionsuit_gpuworker.s3.env import CONFIG_EXIT_CODE, load_minio_env
 
-# MinIO-style secret and agent token; random enough that no 5-character piece occurs in a message by chance.
-SECRET = "lkDUt0Zq9/sEcR+eTWx7pLmN3vB8kJ2hGqY4uFa1"
+# SECRET (rig/leaks.py) and an agent token; random enough that no 5-character piece occurs in a message by chance.
 TOKEN = "tok-Vq8Rz3KwYp2Ls7Dn5HjXc4Mb"
 BIN = Path(sys.executable).parent  # the console scripts installed beside the venv's interpreter
-
-
-def leaked(text, secret):
-    """The first piece (5 characters or more) of ``secret`` found in ``text``, or None."""
-    text = str(text)
-    for i in range(len(secret) - 4):
-        if secret[i:i + 5] in text:
-            return secret[i:i + 5]
-    return None
 
 
 def assert_no_leak(text, secret=SECRET):

@@ -23,6 +23,7 @@ from hypothesis import assume, example, given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from rig.fuzz import SETTINGS  # noqa: E402  (bounded, derandomized, caches outside the checkout)
+from rig.leaks import SECRET, leaked  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWarning")
 
@@ -45,16 +46,7 @@ from visionsuit_gpuworker.s3.keys import (  # noqa: E402
 
 CONFIG_EXIT_CODE = env_mod.CONFIG_EXIT_CODE
 # the MinIO-style secret of test_no_secret_leaks.py: no 5-character piece of it occurs in a message by chance
-SECRET = "lkDUt0Zq9/sEcR+eTWx7pLmN3vB8kJ2hGqY4uFa1"
 CORE = "Xw7KpQ2vJ"  # the part of every random secret that must never show (nor any 5 characters of it)
-
-
-def leaked(text, secret=SECRET):
-    """The first piece (5 characters or more) of ``secret`` found in ``text``, or None."""
-    for i in range(len(secret) - 4):
-        if secret[i:i + 5] in text:
-            return secret[i:i + 5]
-    return None
 
 
 def error_text(err):
