@@ -3,7 +3,8 @@
 Whatever JSON (or non-JSON) arrives, :func:`envelope.validate` returns ``field: message`` problems and never
 raises; an envelope it accepts normalizes, fills its workflow and serializes as strict JSON (no NaN reaches
 ComfyUI or the job store); and :func:`handler.handle` answers ``POST /jobs`` with 202/200 or one of the
-documented 4xx answers (400, 409, 413, 429) with a JSON error — never a 500 or an exception.
+documented 4xx answers (400, 409, 413, 429) with a JSON error — never a 500 or an exception; ``POST /drain`` and
+``POST /resume`` answer 200 or 400.
 
 Bounded (``max_examples``), no deadline (a loaded 2-core machine must not flake), no example database (the
 checkout is not written to).
@@ -205,3 +206,32 @@ def test_post_jobs_with_envelope_shaped_bodies(real_agent, env):
     if resp.status in (200, 202):
         job_id = resp.json()["job_id"]
         json.dumps(real_agent.store.spec(job_id), allow_nan=False)
+
+
+drain_bodies = st.one_of(
+    bodies,
+    st.fixed_dictionaries({}, optional={"slot": either(st.integers(-2, 3)), "timeout": either(numbers),
+                                        "x": json_values}).map(lambda d: json.dumps(d, allow_nan=True).encode()),
+)
+
+
+@pytest.fixture(scope="module")
+def drain_agent():
+    with tempfile.TemporaryDirectory() as tmp:
+        agent = Agent(cfg_for(tmp))        # no job runs: a drain with a timeout answers at once
+        try:
+            yield agent
+        finally:
+            agent.store.close()
+
+
+@SETTINGS
+@given(path=st.sampled_from(["/drain", "/resume"]), body=drain_bodies)
+def test_drain_and_resume_answer_200_or_400(drain_agent, path, body):
+    headers = {"Authorization": "Bearer " + TOKEN, "Content-Type": "application/json",
+               "Content-Length": str(len(body))}
+    resp = handler.handle(drain_agent, "POST", path, headers, body, "127.0.0.1")
+    assert resp.status in (200, 400, 413), (resp.status, resp.body[:300])
+    _check_answer(resp)
+    if resp.status == 200:
+        assert set(resp.json()) >= {"draining", "idle", "running", "queued", "drained_slots"}

@@ -382,7 +382,8 @@ def test_healthz_of_one_slot_keeps_its_fields(tmp_path):
             assert key in health
         assert health["slots"] == [{"slot": 0, "gpu": None, "busy": False, "current_job": None,
                                     "comfyui_reachable": None, "comfyui_checked_at": None, "jobs": 0,
-                                    "failures": 0}]
+                                    "failures": 0, "draining": False}]
+        assert health["draining"] is False and health["drained_slots"] == [] and health["running"] == []
         assert agent.probe_comfy() is False and agent.health()["comfyui_reachable"] is False
     finally:
         agent.store.close()

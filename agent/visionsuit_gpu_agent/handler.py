@@ -2,22 +2,29 @@
 
 The HTTP server (:mod:`.server`) calls :func:`check_head` before it reads a body (so a request that is not
 allowed, not authenticated or too large is answered without reading it), then :func:`handle`. Both take
-an ``agent`` object with ``cfg``, ``health()``, ``submit(envelope)``, ``get_job(id)``, ``retry_after()`` and
-``metrics`` (see :class:`.worker.Agent`); tests pass a fake one.
+an ``agent`` object with ``cfg``, ``health()``, ``submit(envelope)``, ``get_job(id)``, ``retry_after()``,
+``drain(slot, timeout)``, ``resume(slot)`` and ``metrics`` (see :class:`.worker.Agent`); tests pass a fake one.
+
+``POST /drain`` and ``POST /resume`` take an optional JSON body (``{"slot": i, "timeout": s}``, ``/resume`` only
+``slot``); an empty body (or none) is ``{}``.
 """
 from __future__ import annotations
 
 import hmac
 import ipaddress
 import json
+import math
 import re
 
 from .envelope import parse_body
-from .worker import Conflict, InvalidEnvelope, QueueFull
+from .worker import BadRequest, Conflict, Draining, DrainNotSaved, InvalidEnvelope, QueueFull
 
 JSON = "application/json"
 JOB_PATH = re.compile(r"^/jobs/([A-Za-z0-9][A-Za-z0-9._-]{0,127})$")
-ROUTES = {"/healthz": ("GET", "HEAD"), "/metrics": ("GET",), "/jobs": ("POST",)}
+ROUTES = {"/healthz": ("GET", "HEAD"), "/metrics": ("GET",), "/jobs": ("POST",), "/drain": ("POST",),
+          "/resume": ("POST",)}
+CONTROL = ("/drain", "/resume")   # bodies optional
+MAX_DRAIN_TIMEOUT = 3600
 
 
 class Response:
@@ -99,7 +106,7 @@ def check_head(agent, method, path, headers, client_ip):
     route, methods = _route(path)
     if route is None:
         return error(404, f"no such endpoint {path[:200]} (endpoints: GET /healthz, GET /metrics, POST /jobs, "
-                          "GET /jobs/<id>)", close=method == "POST")
+                          "GET /jobs/<id>, POST /drain, POST /resume)", close=method == "POST")
     if method not in methods:
         return error(405, f"{route} does not allow {method}", headers=[("Allow", ", ".join(methods))],
                      close=True)
@@ -118,6 +125,8 @@ def check_head(agent, method, path, headers, client_ip):
         limit = cfg["server.max_body_bytes"]
         chunked = "chunked" in (header(headers, "Transfer-Encoding") or "").lower()
         length = header(headers, "Content-Length")
+        if route in CONTROL and not chunked and (length is None or str(length).strip() == "0"):
+            return None   # no body: {}
         if length is not None and not chunked:
             if not str(length).strip().isdigit():
                 return error(400, f"invalid Content-Length {str(length)[:40]!r}", close=True)
@@ -128,7 +137,8 @@ def check_head(agent, method, path, headers, client_ip):
             return error(411, "a body with Content-Length (or chunked) is required", close=True)
         ctype = (header(headers, "Content-Type") or JSON).split(";", 1)[0].strip().lower()
         if ctype not in (JSON, "text/json", "application/*+json") and not ctype.endswith("+json"):
-            return error(415, f"send the envelope as application/json (got {ctype[:80]})", close=True)
+            what = "the envelope" if route == "/jobs" else "the body"
+            return error(415, f"send {what} as application/json (got {ctype[:80]})", close=True)
     return None
 
 
@@ -163,13 +173,60 @@ def handle(agent, method, path, headers, body, client_ip):
         except Conflict as err:
             agent.metrics.inc("jobs_rejected_total", reason="conflict")
             return error(409, str(err))
+        except Draining as err:
+            agent.metrics.inc("jobs_rejected_total", reason="draining")
+            return json_response(503, {"error": str(err), "draining": True},
+                                 headers=[("Retry-After", str(err.retry_after))])
         except QueueFull as err:
             agent.metrics.inc("jobs_rejected_total", reason="queue_full")
             return error(429, str(err), headers=[("Retry-After", str(agent.retry_after()))])
         location = [("Location", "/jobs/{}".format(doc["job_id"]))]
         return json_response(202 if created else 200, doc, headers=location)
+    if path in CONTROL:
+        return _control(agent, path, body)
     m = JOB_PATH.match(path)
     doc = agent.get_job(m.group(1))
     if doc is None:
         return error(404, f"no job {m.group(1)}")
+    return json_response(200, doc, headers=[("Cache-Control", "no-store")])
+
+
+def parse_control(path, body):
+    """The body of ``POST /drain`` / ``POST /resume`` -> (options, problems). Empty: ``{}``."""
+    body = body or b""
+    if not body.strip():
+        return {}, []
+    doc, problems = parse_body(body)
+    if problems:
+        return None, problems
+    if not isinstance(doc, dict):
+        return None, ["body: must be an object such as {\"slot\": 0, \"timeout\": 600}"]
+    allowed = ("slot", "timeout") if path == "/drain" else ("slot",)
+    problems = ["{}: unknown key (allowed: {})".format(key[:40] if key.isprintable() else json.dumps(key[:40]),
+                                                       ", ".join(allowed)) for key in doc if key not in allowed]
+    slot = doc.get("slot")
+    if slot is not None and (isinstance(slot, bool) or not isinstance(slot, int) or slot < 0):
+        problems.append("slot: must be a slot index (0, 1, ...) or null")
+    timeout = doc.get("timeout")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or not math.isfinite(timeout) or not 0 <= timeout <= MAX_DRAIN_TIMEOUT):
+        problems.append(f"timeout: must be a number of seconds, 0-{MAX_DRAIN_TIMEOUT}")
+    return doc, problems
+
+
+def _control(agent, path, body):
+    if len(body or b"") > agent.cfg["server.max_body_bytes"]:
+        return error(413, "body over the limit of {} bytes".format(agent.cfg["server.max_body_bytes"]), close=True)
+    options, problems = parse_control(path, body)
+    if problems:
+        return error(400, f"bad {path[1:]} request: {problems[0]}", problems)
+    try:
+        if path == "/drain":
+            doc = agent.drain(slot=options.get("slot"), timeout=options.get("timeout"))
+        else:
+            doc = agent.resume(slot=options.get("slot"))
+    except BadRequest as err:
+        return error(400, str(err), [str(err)])
+    except DrainNotSaved as err:
+        return error(500, str(err))
     return json_response(200, doc, headers=[("Cache-Control", "no-store")])

@@ -24,6 +24,8 @@ HELP = {
     "slot_up": ("gauge", "1 when the last health probe of the slot's ComfyUI succeeded, by slot and GPU."),
     "slot_jobs_total": ("counter", "Jobs the render slot finished (done or failed), by slot and GPU."),
     "slot_failures_total": ("counter", "Jobs that failed on the render slot, by slot and GPU."),
+    "draining": ("gauge", "1 while the agent is drained (POST /drain): no new job starts, POST /jobs answers 503."),
+    "slot_draining": ("gauge", "1 while the render slot is drained: it starts no new job, by slot and GPU."),
     "s3_requests_total": ("counter", "S3 requests sent, by operation."),
 }
 

@@ -76,7 +76,7 @@ class AgentRequestHandler(BaseHTTPRequestHandler):
         agent = self.server.agent
         route = self.path.split("?", 1)[0]
         route = "/jobs/<id>" if route.startswith("/jobs/") else route
-        if route not in ("/healthz", "/metrics", "/jobs", "/jobs/<id>"):
+        if route not in ("/healthz", "/metrics", "/jobs", "/jobs/<id>", "/drain", "/resume"):
             route = "other"
         agent.metrics.inc("http_requests_total", route=route, code=str(status))
 

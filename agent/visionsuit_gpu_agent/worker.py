@@ -7,6 +7,10 @@ to a free slot whose ComfyUI is up (the one that has run the fewest jobs, then t
 ComfyUI is down takes none while another slot is up (with every slot down, jobs run and fail as with one slot).
 Staging is shared (:class:`staging.Stager` is reference-counted); timeouts and cancels act on the slot's own
 prompt, on the slot's own ComfyUI.
+
+Draining (:mod:`.drain`, ``POST /drain`` / ``POST /resume``): a drained slot starts no new job (its running job
+finishes); with the whole agent drained (or every slot) no job starts and ``submit`` raises :class:`Draining`.
+Queued jobs stay queued. The state is saved in the state dir and read at start.
 """
 from __future__ import annotations
 
@@ -37,6 +41,8 @@ from visionsuit_gpuworker.s3.keys import relpath_to_key
 from visionsuit_gpuworker.s3.upload import upload as s3_upload
 
 from . import __version__
+from .drain import FILE_NAME as DRAIN_FILE
+from .drain import DrainState
 from .envelope import normalize, validate
 from .jobs import ACTIVE, JobStore
 from .metrics import Metrics
@@ -58,6 +64,22 @@ class QueueFull(Exception):
 
 class Conflict(Exception):
     pass
+
+
+class Draining(Exception):
+    """The agent is drained: it takes no new job until ``POST /resume``."""
+
+    def __init__(self, message, retry_after):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class BadRequest(Exception):
+    """A request the agent cannot act on (e.g. a slot it does not have); answered 400."""
+
+
+class DrainNotSaved(Exception):
+    """The drain state could not be written to the state dir: nothing was changed."""
 
 
 class JobFailed(Exception):
@@ -129,6 +151,13 @@ class Agent:
         self.cond = threading.Condition(self.lock)
         self.queue = collections.deque()
         self.slots = [Slot(s["slot"], s["url"], s["gpu"]) for s in cfg.slots]
+        self.drain_state = DrainState.load(os.path.join(cfg["state_dir"], DRAIN_FILE), len(self.slots), log)
+        if self.drain_state.active:
+            drained = self.drain_state.drained_slots(len(self.slots))
+            log.warning("%s since %s (saved in the state dir): no new job starts there until POST /resume",
+                        "the agent is drained" if self.drain_state.refuses_jobs(len(self.slots)) else
+                        "slot(s) {} drained".format(", ".join(map(str, drained))),
+                        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.drain_state.since or time.time())))
         self.stopping = threading.Event()
         self.started_at = time.time()
         self.threads = []
@@ -142,6 +171,9 @@ class Agent:
         self.metrics.gauge("slot_up", lambda: {s.labels: int(bool(s.reachable)) for s in self.slots})
         self.metrics.gauge("slot_jobs_total", lambda: {s.labels: s.jobs for s in self.slots})
         self.metrics.gauge("slot_failures_total", lambda: {s.labels: s.failures for s in self.slots})
+        self.metrics.gauge("draining", lambda: int(self.drain_state.refuses_jobs(len(self.slots))))
+        self.metrics.gauge("slot_draining", lambda: {s.labels: int(self.drain_state.drained(s.index))
+                                                     for s in self.slots})
         self.metrics.gauge("s3_requests_total", lambda: {(("operation", k),): v for k, v in self.s3.stats.items()})
         self._health_cache = None
 
@@ -176,12 +208,13 @@ class Agent:
 
     def _takes_next(self, slot):
         """Whether ``slot`` takes the next queued job now (call with ``self.cond`` held)."""
-        if not self.queue or slot.current is not None:
+        if not self.queue or slot.current is not None or self.drain_state.drained(slot.index):
             return False
-        free = [s for s in self.slots if s.current is None and not s.settling]
+        open_slots = [s for s in self.slots if not self.drain_state.drained(s.index)]   # drained ones take none
+        free = [s for s in open_slots if s.current is None and not s.settling]
         up = [s for s in free if s.reachable is not False]
         if not up:
-            if any(s.reachable is not False for s in self.slots):
+            if any(s.reachable is not False for s in open_slots):
                 return False   # a busy slot whose ComfyUI is up takes it when it is free
             up = free          # every ComfyUI is down: run it (it fails with the reason, as with one slot)
         return bool(up) and min(up, key=lambda s: (s.started, s.index)) is slot
@@ -240,11 +273,16 @@ class Agent:
     # ------------------------------------------------------------------ API used by the handler
     def health(self):
         with self.lock:
-            slots = [s.state() for s in self.slots]
+            slots = [dict(s.state(), draining=self.drain_state.drained(s.index)) for s in self.slots]
             depth = len(self.queue)
+            drain = self.drain_state
         running = [s["current_job"] for s in slots if s["current_job"] is not None]
         return {"status": "ok", "busy": bool(running), "current_job": running[0] if running else None,
                 "current_jobs": running, "queue_depth": depth,
+                "running": [{"job_id": s["current_job"], "slot": s["slot"]} for s in slots
+                            if s["current_job"] is not None],
+                "draining": drain.refuses_jobs(len(slots)), "drained_slots": drain.drained_slots(len(slots)),
+                "drained_since": drain.since if drain.active else None,
                 "max_queue": self.cfg["jobs.max_queue"], "comfyui_reachable": self.comfy_reachable,
                 "comfyui_checked_at": self.comfy_checked_at, "slots": slots, "version": __version__,
                 "uptime_s": round(time.time() - self.started_at, 1)}
@@ -266,6 +304,9 @@ class Agent:
                 if existing.get("request") != envelope:
                     raise Conflict(f"job_id {job_id} was already used with a different envelope")
                 return self.store.get(job_id), False
+            if self.drain_state.refuses_jobs(len(self.slots)):
+                raise Draining("the agent is draining (POST /drain): it takes no new job until POST /resume; "
+                               f"{len(self.queue)} job(s) queued", self.drain_retry_after())
             if len(self.queue) >= self.cfg["jobs.max_queue"] or self.stopping.is_set():
                 raise QueueFull(f"the queue holds {len(self.queue)} job(s), the most it takes (jobs.max_queue)")
             now = time.time()
@@ -288,6 +329,74 @@ class Agent:
         """Seconds a client should wait when the queue is full (mean recent job time, bounded)."""
         mean = sum(self._durations) / len(self._durations) if self._durations else self.cfg["jobs.retry_after"]
         return int(min(3600, max(1, round(mean))))
+
+    def drain_retry_after(self):
+        """Seconds a client should wait while the agent is drained (``jobs.retry_after``): a drain lasts a restart."""
+        return int(self.cfg["jobs.retry_after"])
+
+    # ------------------------------------------------------------------ drain
+    MAX_DRAIN_WAIT_S = 3600.0
+
+    def _slot_index(self, slot):
+        if slot is None:
+            return None
+        if isinstance(slot, bool) or not isinstance(slot, int) or not 0 <= slot < len(self.slots):
+            raise BadRequest(f"slot: no slot {slot!r} here (slots 0-{len(self.slots) - 1})")
+        return slot
+
+    def _change_drain(self, new):
+        """Save ``new`` then make it the state (call with ``self.cond`` held)."""
+        try:
+            new.save()
+        except OSError as err:
+            why = err.strerror or err
+            raise DrainNotSaved(f"cannot save the drain state in {new.path}: {why}; nothing changed") from err
+        self.drain_state = new
+        self.cond.notify_all()
+
+    def drain_status(self, slot=None):
+        """The drain document (call with ``self.cond`` held): ``slot`` None: the whole agent, else that slot."""
+        drain, count = self.drain_state, len(self.slots)
+        running = [{"job_id": s.current, "slot": s.index} for s in self.slots
+                   if s.current is not None and (slot is None or s.index == slot)]
+        return {"slot": slot, "draining": drain.refuses_jobs(count) if slot is None else drain.drained(slot),
+                "drained_slots": drain.drained_slots(count), "accepting_jobs": not drain.refuses_jobs(count),
+                "idle": not running, "running": running, "queued": len(self.queue),
+                "since": drain.since if drain.active else None}
+
+    def drain(self, slot=None, timeout=None):
+        """Drain the agent (``slot`` None) or one slot: no new job starts there, running jobs finish, queued jobs
+        stay queued. With ``timeout`` wait up to that many seconds for the running job(s) there to end. Returns
+        :meth:`drain_status`. Raises :class:`BadRequest`, :class:`DrainNotSaved`."""
+        slot = self._slot_index(slot)
+        with self.cond:
+            before = self.drain_state
+            new = before.drain(slot)
+            if (new.all, new.slots) != (before.all, before.slots) or before.problem:
+                self._change_drain(new)
+                log.warning("drain: %s takes no new job until POST /resume (%d running, %d queued)",
+                            "the agent" if slot is None else f"slot {slot}", len(self.running()), len(self.queue))
+            if timeout:
+                deadline = time.monotonic() + min(float(timeout), self.MAX_DRAIN_WAIT_S)
+                while not self.stopping.is_set():
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not any(s.current is not None for s in self.slots
+                                            if slot is None or s.index == slot):
+                        break
+                    self.cond.wait(min(left, 1.0))
+            return self.drain_status(slot)
+
+    def resume(self, slot=None):
+        """End the drain of the agent (``slot`` None: every slot) or of one slot; queued jobs start again."""
+        slot = self._slot_index(slot)
+        with self.cond:
+            before = self.drain_state
+            new = before.resume(len(self.slots), slot)
+            if (new.all, new.slots) != (before.all, before.slots) or before.problem:
+                self._change_drain(new)
+                log.warning("resume: %s takes jobs again (%d queued)",
+                            "the agent" if slot is None else f"slot {slot}", len(self.queue))
+            return self.drain_status(slot)
 
     # ------------------------------------------------------------------ worker
     def _worker_loop(self, slot):
@@ -700,4 +809,5 @@ class Agent:
             self.stopping.wait(self.cfg["comfyui.health_interval"])
 
 
-__all__ = ["Agent", "Slot", "InvalidEnvelope", "QueueFull", "Conflict", "ACTIVE"]
+__all__ = ["Agent", "Slot", "InvalidEnvelope", "QueueFull", "Conflict", "Draining", "BadRequest", "DrainNotSaved",
+           "ACTIVE"]
