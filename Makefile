@@ -13,7 +13,7 @@ VENV := $(ROOT)/.venv
 BUILD := $(ROOT)/.build
 COLL_LINK := $(BUILD)/collections/ansible_collections/visionsuit/gpuworker
 SYSTEM_PACKAGES := podman runc debootstrap git make python3-venv uidmap slirp4netns fuse-overlayfs \
-	containernetworking-plugins iptables rclone curl ca-certificates
+	containernetworking-plugins iptables rclone curl ca-certificates openssh-client
 
 export PATH := $(VENV)/bin:$(PATH)
 export CONTAINERS_CONF := $(ROOT)/rig/containers.conf
@@ -64,6 +64,7 @@ $(COLL_LINK):
 rig: venv
 	@echo ">> MinIO binary: $$(rig/build-minio.sh)"
 	@echo ">> base image:   $$(rig/build-base-image.sh)"
+	@echo ">> rig SSH key:  $$(rig/ssh-key.sh)"
 
 ## ---- gates --------------------------------------------------------------------------------------
 lint: ruff yamllint ansible-lint
@@ -123,7 +124,7 @@ integration: rig
 
 molecule: rig
 	@echo ">> molecule"
-	@export VISIONSUIT_BASE_IMAGE=$$(rig/build-base-image.sh); molecule test --all
+	@export VISIONSUIT_BASE_IMAGE=$$(rig/build-base-image.sh) VISIONSUIT_SSH_DIR=$$(rig/ssh-key.sh); molecule test --all
 
 test: setup lint sanity pytest molecule
 	@echo ">> all gates passed"

@@ -10,7 +10,7 @@ export CONTAINERS_CONF="${CONTAINERS_CONF:-$here/containers.conf}"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 SUITE=bookworm
 # Everything the roles install on the CPU path is in the image, so scenarios need no package mirror.
-PACKAGES="systemd,systemd-sysv,dbus,python3,python3-apt,python3-venv,python3-pip,python3-yaml,sudo,ca-certificates,iproute2,procps,curl,git,gnupg,udev,kmod,pciutils"
+PACKAGES="systemd,systemd-sysv,dbus,python3,python3-apt,python3-venv,python3-pip,python3-yaml,sudo,ca-certificates,iproute2,procps,curl,git,gnupg,udev,kmod,pciutils,openssh-server"
 recipe_hash=$( (cat "$0"; echo "$SUITE $PACKAGES") | sha256sum | cut -c1-12)
 IMAGE="localhost/visionsuit-debian12-systemd:$recipe_hash"
 CACHE="${VISIONSUIT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/visionsuit-gpuworker}"
