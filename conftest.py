@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Shared pytest set-up (tests/ and agent/tests/): the collection path, the stand-in fixtures and a real MinIO."""
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
 #!/usr/bin/env python3
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The GPU agent's own overhead per job, and /healthz latency under load while a job runs.
 
 Starts a real MinIO (rig/minio_server.py), the ComfyUI stand-in and the agent as a subprocess, all on

@@ -1,4 +1,6 @@
 #!/usr/bin/env python3
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Jobs per minute of the GPU agent with 1, 2 and 4 render slots, and its own overhead per job.
 
 Starts a real MinIO (rig/minio_server.py), N ComfyUI stand-ins (one per slot, each on a free 127.0.0.1 port,

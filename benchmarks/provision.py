@@ -1,4 +1,6 @@
 #!/usr/bin/env python3
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Provisioning benchmark: wall time of playbooks/provision.yml on throwaway systemd containers.
 
 For each connection (podman, ssh, ssh-pipelining, mitogen) and each fleet size (default 1, 3 and 6 hosts, forks =

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 # Copyright: (c) 2026, VisionSuit contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Benchmark the sync engine (as the real node commands) against s5cmd, rclone, ``aws s3 sync`` and ``mc``.
 
 Everything runs on 127.0.0.1 against one real MinIO (rig/minio_server.py) with random credentials. Every tool

@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Build (or reuse) the Debian 12 systemd base image for molecule and the demo, without any registry:
 # debootstrap a minbase bookworm with systemd and python3, then `podman import` it.
 # The image tag is a hash of this recipe, so a change here builds a new image; the rootfs tarball is

@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Build (or reuse) the pinned MinIO server binary into the cache outside the repo.
 # Prints the binary's path on stdout.
 set -euo pipefail

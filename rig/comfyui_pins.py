@@ -1,4 +1,6 @@
 #!/usr/bin/env python3
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Maintainer tool for roles/comfyui/vars/releases/<version>.yml (the pinned package set of a ComfyUI release).
 
   python3 rig/comfyui_pins.py resolve REQUIREMENTS --exclude-newer 2025-10-15 > resolved.txt

@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 # make demo / make demo-clean: a throwaway local worker.
 #   up:   start a real MinIO and one systemd container (a CPU-only "GPU host"), provision it with
 #         playbooks/provision.yml, then show what was done and how to reach it.

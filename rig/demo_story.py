@@ -1,4 +1,6 @@
 #!/usr/bin/env python3
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The demo's story after provisioning: upload a model, sync it, render a job through the agent, export it.
 
     rig/demo_story.py CONTAINER STATE_DIR AGENT_PORT

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The Hypothesis settings of the project's property-based tests, in one place.
 
 Bounded (``max_examples``), no deadline (a loaded 2-core machine must not flake), derandomized (CI sees the same

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Stand-in for the get-pip.py bootstrap script that ansible-test downloads from a host these machines
 cannot reach. ansible-test runs it as ``get_pip_<version>.py <pip options> pip==X [--no-setuptools]
 [--no-wheel]`` inside a fresh venv: bootstrap the pip bundled with this Python (ensurepip), then let that

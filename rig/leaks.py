@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The known secret the no-leak tests feed through error paths, and the check that none of it shows.
 
 One definition for the test files that assert "no secret in any message" (library, node commands, agent config,

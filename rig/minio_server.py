@@ -1,4 +1,6 @@
 #!/usr/bin/env python3
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Start and stop a real MinIO server on 127.0.0.1 for tests, the demo and molecule.
 
 Library use (pytest fixture)::

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Build a wheel of visionsuit-gpuworker as an *older release* would have shipped it: another version and one
 extra module that the current release no longer has. Molecule installs it on a node and checks that converge
 replaces the package whole (the extra module is gone, the version is the collection's).

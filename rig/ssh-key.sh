@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 # The test rig's SSH key: the molecule scenarios and the provisioning benchmark reach their systemd containers
 # over ansible.builtin.ssh as root with this key (the containers bind-mount authorized_keys read-only).
 # Created once in the cache directory; prints the directory (id_ed25519, id_ed25519.pub, authorized_keys).

@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Make a git repository of the ComfyUI stand-in (rig/comfyui-standin) with two tagged commits, so the
 # comfyui role can clone it like ComfyUI and tests can upgrade from one pinned version to the other.
 #   rig/standin-repo.sh DEST     -> DEST is a bare repo with tags standin-v1 and standin-v2

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Pytest fixtures for the ComfyUI stand-in (rig/comfyui-standin): a real subprocess on a free port.
 
     def test_x(comfy_standin):                       # default options

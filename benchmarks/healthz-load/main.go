@@ -1,3 +1,5 @@
+// Copyright: (c) 2026, VisionSuit contributors
+// SPDX-License-Identifier: GPL-3.0-or-later
 // healthz-load: N keep-alive clients polling one URL, each pausing between requests like a health checker.
 // Prints one JSON line with the latencies (seconds) of every request and the error count.
 // Written in Go so that the load generator costs little CPU beside the server it measures (2-core machines).

@@ -1,5 +1,6 @@
 # Copyright: (c) 2026, VisionSuit contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Filters on the MinIO endpoint: the library's one endpoint rule (plugins/module_utils/s3/endpoint.py) for
 playbooks and roles. Documentation: minio_endpoint_error.yml beside this file."""
 from __future__ import absolute_import, division, print_function

@@ -1,5 +1,6 @@
 # Copyright: (c) 2026, VisionSuit contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Filter quoting a value for a KEY=VALUE environment file (minio.env): the library's one quoting rule
 (quote_env_value in plugins/module_utils/s3/env.py, which the file's parser reads back). Documentation:
 env_quote.yml beside this file."""

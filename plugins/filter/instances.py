@@ -1,5 +1,6 @@
 # Copyright: (c) 2026, VisionSuit contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The filter comfyui_instance_plan: the library's instance planning (plugins/module_utils/gpu/instances.py) for
 roles. Documentation: comfyui_instance_plan.yml beside this file."""
 from __future__ import absolute_import, division, print_function

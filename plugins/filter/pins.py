@@ -1,5 +1,6 @@
 # Copyright: (c) 2026, VisionSuit contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Filters for the comfyui role's pinned installs (plugins/module_utils/comfyui/pins.py): pip_constraints merges
 the shipped (or operator's) constraint lines with the operator's overrides; pip_pin turns package names into
 pinned requirement specs. Documentation: pip_constraints.yml and pip_pin.yml beside this file."""

@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, VisionSuit contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The one version: the collection's (galaxy.yml), carried by pyproject.toml (tests/unit/test_packaging.py keeps
 them equal) into the installed distribution's metadata, which is what :func:`package_version` reads. Run from a
 source tree without metadata, it reads the ``[project]`` version of the tree's pyproject.toml instead."""

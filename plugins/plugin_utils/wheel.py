@@ -1,5 +1,6 @@
 # Copyright: (c) 2026, VisionSuit contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Build a pure-Python wheel from a ``pyproject.toml``, on the controller, with the standard library only.
 
 The collection ships its node-side Python as two projects: the library ``visionsuit-gpuworker`` (the

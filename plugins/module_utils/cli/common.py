@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, VisionSuit contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """What every node command shares: the argument parser (one-line usage errors, exit code 2, ``--version``, the
 exit code table in ``--help``) and the option value validators (``type=`` of ``add_argument``).
 

@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, VisionSuit contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The ComfyUI client's errors, their exit codes, and the readable text of ComfyUI's failure structures.
 
 Failures are :class:`GpuWorkerError` subclasses with the exit code of the node commands (the one table,

@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, VisionSuit contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """How ComfyUI's API format spells things: node ids, links, drop-down (COMBO) input specs.
 
 Pure helpers shared by the workflow checks (:mod:`.workflow`) and the error messages (:mod:`.errors`);

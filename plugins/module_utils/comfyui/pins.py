@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, VisionSuit contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Pinned installs of ComfyUI: pip constraint lines, merged and applied.
 
 The comfyui role ships, per supported ComfyUI version, the package versions that version was released with

@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, VisionSuit contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Workflow handling, pure: load an API-format workflow, apply overrides, check it against ``/object_info``,
 read a run's result and outputs from ``/history``, refuse a run that ComfyUI only partly accepted.
 """

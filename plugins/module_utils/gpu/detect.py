@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, VisionSuit contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Accelerator detection: sysfs, lspci, nvidia-smi, rocminfo, mokutil, ubuntu-drivers and dpkg output.
 
 Everything here is pure: functions take text or a directory root and return plain dicts, so the same code

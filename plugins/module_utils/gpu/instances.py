@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, VisionSuit contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """How many ComfyUI instances a host runs, and on which GPU each one runs.
 
 Pure: :func:`plan_instances` takes the render GPUs of a detection (``render_gpus`` of the ``gpu_worker`` fact,

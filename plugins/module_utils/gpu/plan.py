@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, VisionSuit contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The install plan for a detected accelerator: apt packages and repositories, the PyTorch wheel index, warnings.
 
 Pure: :func:`plan` takes the detection dict of :mod:`.detect` (``ansible_facts.gpu_worker``), the distribution and

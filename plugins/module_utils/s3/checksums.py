@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, VisionSuit contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """What an object's bytes must hash to: ETags, full-object checksums and their streaming verification.
 
 * ETags: a plain MD5 (single-part upload) or ``<md5 of the part MD5s>-<parts>`` (multipart, from the part ETags:

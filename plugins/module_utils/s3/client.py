@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, VisionSuit contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """A minimal S3 client for MinIO on ``http.client`` (stdlib only).
 
 This module is over 600 lines because :class:`S3Client` is one class, one method per S3 operation around the

@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, VisionSuit contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Downloads: bucket/prefix -> folder (:func:`download`) and one object -> file (:func:`download_object`).
 
 This module is over 600 lines because :class:`_Download` (one object's temp file, ranges, resume, streamed

@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, VisionSuit contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The one rule for an S3 (MinIO) endpoint URL, used by every place that takes one.
 
 :func:`parse_endpoint` is used by the S3 client, ``minio.env`` (:mod:`.env`), the modules' ``endpoint`` option,

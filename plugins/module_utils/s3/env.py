@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, VisionSuit contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The MinIO connection of a node: ``/etc/comfyui/minio.env`` plus environment overrides.
 
 The file holds ``KEY=VALUE`` lines; blank lines and ``#`` comments are ignored, values may be quoted with

@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, VisionSuit contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Object keys <-> local relative paths: the rules that keep a sync inside its folder.
 
 * :func:`normalize_prefix` turns ``/a/b/`` into ``a/b`` (a folder-like prefix; empty means the whole bucket);

@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, VisionSuit contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The local side of a sync: walking a folder, temp file names, writing, flushing, free space, ownership.
 
 :class:`FileWriter` writes received chunks with ``pwrite`` into a preallocated temp file, page-aligned chunks

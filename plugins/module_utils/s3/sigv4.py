@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, VisionSuit contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """AWS Signature Version 4 for S3 requests (stdlib only), and the header encoding of user metadata.
 
 :func:`sign_v4` returns the ``Authorization`` header of a request from its method, URI-encoded path

@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, VisionSuit contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """What a sync remembers between runs.
 
 * :class:`SyncState`: the state file ``.visionsuit-sync.json`` of a local folder, per target (``bucket/prefix``)

@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, VisionSuit contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """What downloads and uploads share: the worker pool, the bookkeeping of a run, the listing, the defaults.
 
 * :class:`Pool`: a thread pool whose tasks may submit more tasks (a download's first unit submits its ranges);

@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, VisionSuit contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Uploads: folder -> bucket/prefix (:func:`upload`).
 
 Each file is sent with a CRC32 that the server checks (``x-amz-checksum-crc32``) and keeps as the object's

@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, VisionSuit contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Drain the GPU agent before ComfyUI or the agent restarts, and resume it after: restarts that kill no job.
 
 The agent's API (agent/README.md, "Draining"): ``POST /drain {"timeout": s, "slot": i}`` stops new jobs on the

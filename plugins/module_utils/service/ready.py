@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, VisionSuit contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Wait until a service answers over HTTP, within a wall-clock deadline; when it does not, say why.
 
 The roles start ComfyUI and the agent, then wait for ``/system_stats`` / ``/healthz``. A retry loop in YAML

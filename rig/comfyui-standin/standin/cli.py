@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Command line: ComfyUI's own flags (the ones the stand-in does not model are accepted and ignored; an option
 ComfyUI 0.3.64 does not have is refused like ComfyUI refuses it) plus the stand-in's fault options."""
 from __future__ import annotations

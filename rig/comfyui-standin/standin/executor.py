@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The prompt queue, the worker that "executes" prompts, and the history."""
 from __future__ import annotations
 

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Fault injection: settable from the command line, the environment and POST /standin/control.
 
 ``fail_message`` (run time only, POST /standin/control; shown in the state while set) is the text of the error

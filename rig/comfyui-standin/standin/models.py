@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Checks that a model file would load: a safetensors header, or a torch zip/pickle signature; and that a
 checkpoint holds a model ComfyUI can detect (the rule of :func:`is_recognisable`)."""
 from __future__ import annotations

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The node types the stand-in knows: their /object_info entries and what "running" them does.
 
 Input/output types, defaults and limits follow ComfyUI's nodes so that workflows validate the same

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Directory layout of a ComfyUI checkout: model folders, input/output/temp, file listings."""
 from __future__ import annotations
 

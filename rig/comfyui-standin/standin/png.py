@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Tiny PNG writer/reader (stdlib only): enough to "render" images and to read an input's size."""
 from __future__ import annotations
 

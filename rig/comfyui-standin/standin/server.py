@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """HTTP routes (ComfyUI's API, also under /api/...) and the /ws upgrade, on http.server."""
 from __future__ import annotations
 

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """POST /prompt validation with ComfyUI's error types and body shapes."""
 from __future__ import annotations
 

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Server side of RFC 6455 for /ws: handshake, frames, and a hub that delivers messages in order."""
 from __future__ import annotations
 
