@@ -26,7 +26,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 
 .PHONY: bench-s3 bench-agent bench-provision
-.PHONY: help setup system-deps venv rig lint ruff yamllint ansible-lint sanity build-collection \
+.PHONY: help setup system-deps venv rig lint ruff yamllint ansible-lint changelog-lint sanity build-collection \
 	pytest unit integration molecule test demo demo-clean clean
 
 help:
@@ -67,7 +67,7 @@ rig: venv
 	@echo ">> rig SSH key:  $$(rig/ssh-key.sh)"
 
 ## ---- gates --------------------------------------------------------------------------------------
-lint: ruff yamllint ansible-lint
+lint: ruff yamllint ansible-lint changelog-lint
 
 ruff: venv
 	@echo ">> ruff"; ruff check .
@@ -77,6 +77,13 @@ yamllint: venv
 
 ansible-lint: venv
 	@echo ">> ansible-lint (production profile)"; ansible-lint -q --offline
+
+# The changelog fragments (changelogs/fragments/) and changelogs/changelog.yaml are well-formed, and CHANGELOG.md is
+# exactly what antsibull-changelog generates from them (it is never edited by hand).
+changelog-lint: venv
+	@echo ">> antsibull-changelog lint"; antsibull-changelog lint && antsibull-changelog lint-changelog-yaml changelogs/changelog.yaml
+	@out=$$(mktemp); trap 'rm -f "$$out"' EXIT; antsibull-changelog generate --output $$out >/dev/null; \
+	  diff -u CHANGELOG.md $$out || { echo "CHANGELOG.md is not what changelogs/changelog.yaml generates (above): put changes in changelogs/fragments/, run antsibull-changelog generate"; exit 1; }
 
 # ansible-test needs the collection under ansible_collections/<ns>/<name>, outside any git work tree:
 # test the built collection (exactly what ships), limited to the plugins.

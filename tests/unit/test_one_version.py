@@ -34,3 +34,17 @@ def test_without_metadata_the_source_trees_pyproject_is_read(monkeypatch, tmp_pa
 def test_version_added_is_not_ahead_of_the_collection(module):
     added = re.findall(r'^version_added:\s*"?([^"\s]+)"?', (ROOT / "plugins" / "modules" / module).read_text(), re.M)
     assert all(v == GALAXY_VERSION for v in added), (module, added)
+
+
+def _version_key(version):
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
+
+
+def test_the_changelog_is_not_ahead_of_the_collection():
+    """changelogs/changelog.yaml (CHANGELOG.md is generated from it) releases no version galaxy.yml has not reached;
+    the unreleased changes wait as fragments for galaxy.yml's version."""
+    releases = yaml.safe_load((ROOT / "changelogs" / "changelog.yaml").read_text())["releases"]
+    assert releases, "changelogs/changelog.yaml has no release"
+    newest = max(releases, key=_version_key)
+    assert _version_key(newest) <= _version_key(GALAXY_VERSION), (newest, GALAXY_VERSION)
+    assert f"## v{newest}".replace(".", "\\.") in (ROOT / "CHANGELOG.md").read_text()
