@@ -25,7 +25,7 @@ export PY_COLORS := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 
-.PHONY: bench-s3 bench-agent bench-provision
+.PHONY: bench-s3 bench-agent bench-provision bench-slots bench-drain
 .PHONY: help setup system-deps venv rig lint ruff yamllint ansible-lint changelog-lint sanity build-collection \
 	pytest unit integration molecule test demo demo-clean clean
 
@@ -145,6 +145,12 @@ bench-agent: rig
 
 bench-provision: rig
 	python3 benchmarks/provision.py
+
+bench-slots: rig
+	python3 benchmarks/agent_slots.py
+
+bench-drain: rig
+	python3 benchmarks/drain_cost.py
 
 ## ---- demo ---------------------------------------------------------------------------------------
 demo: setup
