@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """GPU agent: the MinIO connection read from the node's env file (``minio.env_file``, normally
 ``/etc/comfyui/minio.env``), with the parser the node commands use (``visionsuit_gpuworker.s3.env``).
 

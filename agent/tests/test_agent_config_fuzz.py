@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """GPU agent: property-based tests of the configuration loader (hypothesis).
 
 Whatever the file holds (YAML, JSON, broken text, odd values) :func:`config.load` and :func:`config.check`

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Draining (issue 16): ``POST /drain`` / ``POST /resume``, so that ComfyUI or the agent restarts under no job.
 
 The request handling runs without sockets against a real :class:`Agent` without threads (its drain state, queue,

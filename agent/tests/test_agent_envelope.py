@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """GPU agent: the envelope schema and validator, defaults, the workflow filling and the file-name rules."""
 from __future__ import annotations
 

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """GPU agent: property-based tests of envelope validation and of ``POST /jobs`` (hypothesis).
 
 Whatever JSON (or non-JSON) arrives, :func:`envelope.validate` returns ``field: message`` problems and never

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """GPU agent: request handling without sockets (routing, auth, allow-list, limits), the job store's restart
 rules, metrics text and ``--check-config``."""
 from __future__ import annotations

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The VisionSuit GPU agent against a real MinIO and the ComfyUI stand-in.
 
 The agent runs in-process (its HTTP server on a free 127.0.0.1 port, worker threads) except for the restart

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """GPU agent: regression tests for tracker issues at the handler/envelope/staging level (no sockets).
 
 * deeply nested JSON and non-finite numbers (NaN, Infinity) in ``POST /jobs`` are 400s naming the problem;

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Render slots: one per ComfyUI instance (``comfyui.instances``), fed from one queue.
 
 Two stand-ins play two instances of one ComfyUI install: the second one's ``models`` is a link to the first one's

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """One version (issue 14 item 8): the agent's ``--version``, ``/healthz`` ``version`` and User-Agent come from the
 installed distribution's metadata, which carries the collection's version (galaxy.yml); from a source tree
 without metadata, from agent/pyproject.toml."""

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The arithmetic of benchmarks/agent_slots.py (jobs/min, scaling, overhead) on made-up job documents; no processes."""
 from __future__ import annotations
 

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """VisionSuit GPU agent: takes render jobs over HTTP and runs them through ComfyUI with assets from MinIO.
 
 Standard library only (PyYAML is used for the config file when it is importable; JSON is accepted either

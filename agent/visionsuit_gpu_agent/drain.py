@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The drain: render slots that start no new job, so that their ComfyUI (or the agent) can restart under no job.
 
 ``POST /drain`` drains the whole agent (every slot, and ``POST /jobs`` answers 503) or one slot (no new job starts

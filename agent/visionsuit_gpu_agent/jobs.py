@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The job store: SQLite under the state directory, so accepted jobs survive restarts.
 
 Every state change is written through (one small transaction); reads come from an in-memory mirror, so

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Entry point and supervisor: ``python -m visionsuit_gpu_agent [--config PATH] [--check-config]``.
 
 ``--check-config`` validates the file and exits 0 (valid) or 1 (one line per bad key on stderr); the role

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The HTTP(S) front: ``http.server.ThreadingHTTPServer`` with a request handler that delegates to :mod:`.handler`."""
 from __future__ import annotations
 

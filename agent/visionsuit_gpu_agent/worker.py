@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The agent: job queue, the job pipeline (stage -> render -> upload -> clean up), callbacks, health probe.
 
 One render slot per ComfyUI instance (``comfyui.instances``, or one slot on ``comfyui.url``): each slot has its own

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Workflow templates shipped with the agent and the filling of placeholders.
 
 A template (``templates/<name>.json``) or an inline workflow is ComfyUI's API format in which string values
