@@ -500,8 +500,8 @@ def check(doc, path=None):
                     problems.append(f"{key}: is out of range (an integer too large for a number)")
                     continue
             if not _type_ok(value, kind):
-                problems.append("{}: must be {}, got {!r}".format(key, _TYPE_NAMES[kind],
-                                                            "<redacted>" if key in SECRET_KEYS else value))
+                shown = "<redacted>" if key in SECRET_KEYS else value
+                problems.append(f"{key}: must be {_TYPE_NAMES[kind]}, got {shown!r}")
                 continue
         if validator is not None:
             why = validator(value)

@@ -127,12 +127,12 @@ def check_schema(value, node, root, path, problems):
     if kind is not None:
         kinds = kind if isinstance(kind, list) else [kind]
         if not any(_TYPES[k](value) for k in kinds):
-            problems.append("{}: must be {} (got {})".format(where, " or ".join(_TYPE_WORDS[k] for k in kinds),
-                                                         _short(value)))
+            words = " or ".join(_TYPE_WORDS[k] for k in kinds)
+            problems.append(f"{where}: must be {words} (got {_short(value)})")
             return
     if "enum" in node and value not in node["enum"]:
-        problems.append("{}: must be one of {} (got {})".format(where, ", ".join(_short(v) for v in node["enum"]),
-                                                            _short(value)))
+        choices = ", ".join(_short(v) for v in node["enum"])
+        problems.append(f"{where}: must be one of {choices} (got {_short(value)})")
     if isinstance(value, str):
         if "minLength" in node and len(value) < node["minLength"]:
             problems.append(f"{where}: must not be empty" if node["minLength"] == 1 else

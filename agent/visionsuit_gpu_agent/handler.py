@@ -85,7 +85,7 @@ def client_allowed(networks, client_ip):
 
 def authorized(token, headers):
     value = header(headers, "Authorization") or ""
-    scheme, _, given = value.partition(" ")
+    scheme, _sep, given = value.partition(" ")
     if scheme.lower() != "bearer" or not given.strip() or not token:
         return False
     return hmac.compare_digest(given.strip().encode("utf-8"), token.encode("utf-8"))

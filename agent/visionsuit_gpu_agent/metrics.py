@@ -82,7 +82,7 @@ class Metrics:
         with self.lock:
             counters = dict(self.counters)
             hists = {k: list(v) for k, v in self.hists.items()}
-        names = sorted({n for n, _ in counters} | {n for n, _ in hists} | set(self.gauges))
+        names = sorted({key[0] for key in counters} | {key[0] for key in hists} | set(self.gauges))
         for name in names:
             kind, text = HELP.get(name, ("untyped", name))
             full = PREFIX + name

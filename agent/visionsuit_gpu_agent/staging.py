@@ -118,7 +118,7 @@ class Stager:
     def cache_location(self, bucket, key):
         """(folder, prefix, file name) of the cached copy of bucket/key."""
         key_to_relpath(key)  # refuses keys that would escape the cache
-        prefix, _, base = key.rpartition("/")
+        prefix, _sep, base = key.rpartition("/")
         folder = os.path.join(self.cache_dir, bucket, *prefix.split("/")) if prefix else \
             os.path.join(self.cache_dir, bucket)
         return folder, prefix, base
@@ -401,7 +401,7 @@ def prepare_output_dir(output_dir, subdir, run_dir):
 
 
 def remove_tree(path, retries=3):
-    for _ in range(retries):
+    for _attempt in range(retries):
         try:
             shutil.rmtree(path)
             return True
