@@ -27,7 +27,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: bench-s3 bench-agent bench-provision bench-slots bench-drain
 .PHONY: help setup system-deps venv rig lint ruff yamllint ansible-lint changelog-lint sanity build-collection \
-	pytest unit integration molecule test demo demo-clean clean
+	ansible-2.16 node-python pytest unit integration molecule test demo demo-clean clean
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -85,20 +85,41 @@ changelog-lint: venv
 	@out=$$(mktemp); trap 'rm -f "$$out"' EXIT; antsibull-changelog generate --output $$out >/dev/null; \
 	  diff -u CHANGELOG.md $$out || { echo "CHANGELOG.md is not what changelogs/changelog.yaml generates (above): put changes in changelogs/fragments/, run antsibull-changelog generate"; exit 1; }
 
-# ansible-test needs the collection under ansible_collections/<ns>/<name>, outside any git work tree:
-# test the built collection (exactly what ships), limited to the plugins.
-
-sanity: build-collection
-	@echo ">> ansible-test sanity (plugins)"
-	@v=$$(sed -n "s/^ *pip='\(.*\)',/\1/p" $(VENV)/lib/python3*/site-packages/ansible_test/_internal/python_requirements.py | head -1); \
-	  boot=$$HOME/.ansible/test/cache/get_pip_$$(echo $$v | tr . _).py; \
-	  [ -s "$$boot" ] || { mkdir -p $$(dirname $$boot) && cp rig/get_pip_offline.py $$boot; }
-	@dir=$$(mktemp -d /tmp/visionsuit-sanity.XXXXXX); trap 'rm -rf "$$dir"' EXIT; \
+# ansible-test needs the collection under ansible_collections/<ns>/<name>, outside any git work tree: test the
+# built collection (exactly what ships, MANIFEST.json included: validate-modules checks version_added against it).
+# tests/sanity/ignore-<ansible version>.txt (none needed today) does not ship: it is copied in when present.
+# ansible-test bootstraps pip with get-pip.py from a host these machines cannot reach: rig/get_pip_offline.py
+# stands in for it ($(1): the venv whose ansible-test runs).
+define GET_PIP
+v=$$(sed -n "s/^ *pip='\(.*\)',/\1/p" $(1)/lib/python3*/site-packages/ansible_test/_internal/python_requirements.py | head -1); \
+  boot=$$HOME/.ansible/test/cache/get_pip_$$(echo $$v | tr . _).py; \
+  [ -s "$$boot" ] || { mkdir -p $$(dirname $$boot) && cp rig/get_pip_offline.py $$boot; }
+endef
+define EXTRACT
+dir=$$(mktemp -d /tmp/visionsuit-sanity.XXXXXX); trap 'rm -rf "$$dir"' EXIT; \
 	coll=$$dir/ansible_collections/visionsuit/gpuworker; mkdir -p $$coll; \
-	tar -xzf $(BUILD)/dist/visionsuit-gpuworker-*.tar.gz -C $$coll; rm -f $$coll/MANIFEST.json $$coll/FILES.json; \
-	cd $$coll && ansible-test sanity --python 3.11 --color no --requirements $$(find plugins -name '*.py' | sort) \
+	tar -xzf $(BUILD)/dist/visionsuit-gpuworker-*.tar.gz -C $$coll; \
+	if [ -d tests/sanity ]; then mkdir -p $$coll/tests && cp -r tests/sanity $$coll/tests/; fi
+endef
+
+# Every sanity test on the whole collection (plugins, roles, playbooks, agent, docs), Python 3.11 (controller).
+sanity: build-collection
+	@echo ">> ansible-test sanity (the built collection, ansible-core $$(ansible --version | sed -n 's/.*core \([0-9.]*\).*/\1/p'))"
+	@$(call GET_PIP,$(VENV))
+	@$(EXTRACT); \
+	cd $$coll && ansible-test sanity --python 3.11 --color no --requirements \
 	  >$(BUILD)/sanity.log 2>&1 || { cat $(BUILD)/sanity.log; exit 1; }
 	@grep -E '^(Running sanity|ERROR)' $(BUILD)/sanity.log | sed 's/^/   /' || true
+
+# The lowest ansible-core meta/runtime.yml declares (requires_ansible >=2.16) in a cached venv outside the checkout:
+# --syntax-check of every playbook, the roles' --check runs of tests/unit, the version-dependent sanity tests.
+ansible-2.16: build-collection
+	@$(EXTRACT); rig/ansible_min.sh $$coll
+
+# The node code on the nodes' Pythons 3.10 and 3.12 (pyenv or PATH; absent ones skipped): rig/node_python.sh.
+node-python: build-collection
+	@$(call GET_PIP,$(VENV))
+	@$(EXTRACT); rig/node_python.sh $$coll
 
 # Build the collection, install the tarball into a scratch path and render every module's docs from there.
 build-collection: venv
@@ -133,7 +154,7 @@ molecule: rig
 	@echo ">> molecule"
 	@export VISIONSUIT_BASE_IMAGE=$$(rig/build-base-image.sh) VISIONSUIT_SSH_DIR=$$(rig/ssh-key.sh); molecule test --all
 
-test: setup lint sanity pytest molecule
+test: setup lint sanity ansible-2.16 node-python pytest molecule
 	@echo ">> all gates passed"
 
 ## ---- benchmarks (figures and ratios, never pass/fail) -------------------------------------------
