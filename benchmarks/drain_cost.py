@@ -1,4 +1,6 @@
 #!/usr/bin/env python3
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """What a drain adds to a restart on an idle node: the figure of issue 16 (goal: under 1 s).
 
 The roles restart a ComfyUI instance as drain -> restart -> wait -> resume (roles/comfyui/tasks/restart.yml) and the

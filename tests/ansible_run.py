@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Run a play with the real ``ansible-playbook`` and read its JSON callback output.
 
 Shared by the tests that run roles, modules or playbooks/provision.yml on localhost (or on local hosts of an

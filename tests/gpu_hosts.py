@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The recorded hosts of tests/fixtures/gpu as detections, through the gpu_facts module's own probe sequence.
 
 Shared by tests/unit/test_gpu_detect.py, tests/unit/test_gpu_plan.py and tests/integration/test_gpu_driver_role.py.

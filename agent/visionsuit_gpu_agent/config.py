@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The agent's configuration: ``/etc/visionsuit-gpu-agent/config.yaml`` (YAML, or JSON which is valid YAML).
 
 :func:`load` reads and checks the file and returns a :class:`Config`; every problem is collected and

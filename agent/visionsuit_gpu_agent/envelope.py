@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The dispatch envelope: validation against ``envelope.schema.json`` and the defaults from the config.
 
 :func:`validate` returns the list of problems (``"parameters.steps: must be at most 1000 (got 5000)"``), each

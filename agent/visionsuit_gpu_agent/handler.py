@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Request handling without sockets: routing, allow-list, auth, size limit, validation -> (status, headers, body).
 
 The HTTP server (:mod:`.server`) calls :func:`check_head` before it reads a body (so a request that is not

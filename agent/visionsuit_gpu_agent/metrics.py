@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Prometheus text exposition (format 0.0.4) of the agent's counters, histograms and gauges."""
 from __future__ import annotations
 

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Assets of a job: download into the cache with the sync engine, surface them to ComfyUI, clean up.
 
 * **Cache.** Each object is mirrored to ``<state_dir>/cache/<bucket>/<key>`` by

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """agent_drain run by ansible-playbook against the real agent (its HTTP server, worker thread, job store), the
 ComfyUI stand-in rendering slowly (``delay`` per node) and a real MinIO.
 

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The ComfyUI client's front ends against the ComfyUI stand-in: the comfyui_workflow module (through
 ansible) and the test-run-workflow node command (as a subprocess, as installed on a node)."""
 from __future__ import annotations

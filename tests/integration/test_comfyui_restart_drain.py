@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The comfyui role's "Restart comfyui" handler drains the agent slot by slot (issue 16), run by ansible-playbook.
 
 The real handler chain (clear the start limit, note the restart as pending, per unit: drain the slot, restart,

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The comfyui role's preflight and pin computation, run by ansible-playbook on localhost (nothing installed):
 which constraints a node gets for a version, a wheel index and the operator's file and overrides, and the
 clear refusals (issue 12 item 12). Molecule proves the written file and the pip calls on a real host.

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The gpu_agent role's "Restart visionsuit-gpu-agent" handlers drain the whole agent first (issue 16), run by
 ansible-playbook on localhost against the real agent (HTTP server, one slot) and the ComfyUI stand-in, with a
 ``systemctl`` stand-in that logs each call with the time (as tests/integration/test_comfyui_restart_drain.py).

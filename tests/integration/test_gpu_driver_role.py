@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The gpu_driver role itself, run with ``ansible-playbook --check`` against localhost.
 
 Detection is injected (``gpu_driver_detected``, built from the recorded hosts in tests/fixtures/gpu) and so are

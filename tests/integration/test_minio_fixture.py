@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The rig's MinIO fixture is a real S3 server: round-trips data and rejects bad credentials."""
 import hashlib
 

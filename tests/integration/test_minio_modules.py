@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """minio_bucket and minio_sync run by ansible-playbook (JSON callback) against a real MinIO."""
 from __future__ import annotations
 

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """https to a real MinIO (``--certs-dir``) with a private CA: the CA bundle option of the client, the env file and the
 node commands; an unknown CA is refused with the documented message."""
 from __future__ import annotations

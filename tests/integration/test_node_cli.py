@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The node commands (console scripts of visionsuit-gpuworker -> visionsuit_gpuworker.cli.node) end to end against
 a real MinIO. They run as installed in the test venv (`make venv` installs the package), as a node runs them."""
 from __future__ import annotations

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """playbooks/provision.yml's rolling settings and its first play, run by the real ``ansible-playbook``.
 
 ``visionsuit_serial`` / ``visionsuit_max_fail_percentage`` are set in the inventory's group_vars/all (as the

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The sync engine against a real MinIO: listing-only re-syncs, verification, resume, safety, failures.
 
 ``ByteProxy`` (also used by test_node_cli.py) is a TCP proxy on 127.0.0.1 in front of MinIO that counts the

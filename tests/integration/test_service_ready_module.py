@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The service_ready module run by ansible-playbook: a failed wait names the unit state and the journal tail,
 stops early when the unit gave up, and check mode makes one try and never fails.
 

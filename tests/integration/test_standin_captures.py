@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Conformance of the ComfyUI stand-in with exchanges captured from a real ComfyUI 0.3.64.
 
 The captures (shared/comfyui-api, see its README) were recorded in one session: empty server, model

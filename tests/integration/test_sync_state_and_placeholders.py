@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The sync state file on a full disk, and ComfyUI's placeholder files, against a real MinIO.
 
 * **Disk exactly full** (issue 11): when ``.visionsuit-sync.json`` cannot be written (``ENOSPC``), the library

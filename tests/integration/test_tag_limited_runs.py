@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Tag-limited runs of playbooks/provision.yml keep a GPU node a GPU node (issue 14 item 2).
 
 ``--tags comfyui`` (or any subset without ``gpu_driver``) used to leave ``gpu_driver_accelerator`` undefined: it is

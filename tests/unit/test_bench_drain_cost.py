@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The pure parts of benchmarks/drain_cost.py: the playbooks it times and the figure it derives; no processes."""
 from __future__ import annotations
 

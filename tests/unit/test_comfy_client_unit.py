@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Pure logic of the ComfyUI client: workflow loading, overrides, error rendering, history parsing, websocket."""
 from __future__ import annotations
 

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The comfyui role's instances (issue 13), run through the role itself: its preflight plans them, its service tasks
 write the units, env files and directories, and the gpu_agent role's config.yaml lists one render slot per instance.
 

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Pinned ComfyUI installs: the constraint-line rules (plugins/module_utils/comfyui/pins.py) and the package set
 shipped for v0.3.64 (roles/comfyui/vars/releases/v0.3.64.yml).
 

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """gpu/distros.py is THE table of supported distributions: every role's Galaxy platforms and the gpu_driver role's
 per-distribution vars files must list exactly the distributions it lists (one added or removed on one side only
 fails here)."""

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """agent_drain's logic (plugins/module_utils/service/drain.py) without sockets.
 
 Most tests answer the module's calls with the real agent's request handling (``visionsuit_gpu_agent.handler``

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The one S3 endpoint rule (visionsuit_gpuworker.s3.endpoint) and every place that uses it.
 
 The cases cover what each former copy of the rule accepted or refused: the roles' preflight regex

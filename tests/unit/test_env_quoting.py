@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """minio.env is written so that its three readers get back exactly the values given: the collection's parser
 (plugins/module_utils/s3/env.py), systemd's EnvironmentFile= and a POSIX shell's `.`. The real template
 (roles/comfyui/templates/minio.env.j2) is rendered with Jinja2 and the collection's filter env_quote (the

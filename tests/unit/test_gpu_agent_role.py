@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The gpu_agent role's MinIO connection: one source of credentials per node (the node's minio.env).
 
 config.yaml names the env file (``minio.env_file``) and holds no MinIO key; the agent reads the connection from

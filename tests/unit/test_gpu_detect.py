@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """gpu/detect.py: classification of recorded hosts, the gpu_facts probe sequence, the tool output parsers.
 
 What gets installed for these detections is tests/unit/test_gpu_plan.py.

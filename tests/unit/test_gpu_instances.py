@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """gpu/instances.py: how many ComfyUI instances a host runs and where, on every recorded host; the filter
 comfyui_instance_plan that roles call.
 """

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """gpu/plan.py: the install plan per recorded host and distribution, the driver -> CUDA wheel table, bad input,
 and how errors and warnings name the overrides (the role's variable names come from the role, not the library).
 """

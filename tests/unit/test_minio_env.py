@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """minio.env parsing, environment overrides and the error messages of bad settings."""
 import os
 

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """No secret is ever printed: every error path of minio.env (the library's parser and the node commands that use
 it) and of the GPU agent's configuration (YAML and JSON parser errors included) is run with a known secret on
 the offending line, and the secret (or any 5-character piece of it) must appear in no message, no stdout/stderr

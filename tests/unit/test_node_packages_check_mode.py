@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The node_packages role in check mode on a node without its venv (a dry run of the first provision, issue 14).
 
 In check mode a copy that would change returns no ``dest``; the role once read the wheels' paths on the node from

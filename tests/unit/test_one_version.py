@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """One version (issue 14 item 8): the library's package_version() (node commands' --version) and the modules'
 version_added derive from the collection's version (galaxy.yml)."""
 from __future__ import annotations

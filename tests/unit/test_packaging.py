@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The node packages: one version (the collection's), a reproducible wheel that matches what setuptools builds
 from the same pyproject.toml, and a layout the roles rely on (console scripts, package data)."""
 from __future__ import annotations

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The roles' preflights name what is wrong, and only that, and never show a secret.
 
 The comfyui role writes minio.env (for itself, minio_helpers and gpu_agent): when an endpoint is set, its preflight

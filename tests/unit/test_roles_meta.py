@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Every role documents exactly the variables it defaults (meta/argument_specs.yml vs defaults/main.yml)."""
 from pathlib import Path
 

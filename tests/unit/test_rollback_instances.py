@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The rollback role removes every ComfyUI instance on a node, planned or not (issue 13): the comfyui footprint
 names the template unit and the instances' glob (``unit_globs``), and rollback stops every loaded instance
 ``systemctl list-units`` reports for it. Run by the real ``ansible-playbook --check`` on localhost: the roles'

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Property-based tests (hypothesis) of the node's parsers: ``minio.env`` (:mod:`.s3.env`), the object key <->
 relative path rules (:mod:`.s3.keys`) and the endpoint rule (:mod:`.s3.endpoint`).
 

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Which requests the S3 client sends again, and how it settles a CompleteMultipartUpload whose reply was lost.
 
 A scripted HTTP server on 127.0.0.1 answers each request with the next step of a script: a reply, or ``LOSE``

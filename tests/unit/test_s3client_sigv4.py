@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """SigV4 signing of the stdlib S3 client: the AWS documentation vectors and a cross-check with botocore."""
 import pytest
 

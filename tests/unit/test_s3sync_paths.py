@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Object key -> local path safety, ETag arithmetic and streaming verification of the sync engine."""
 import base64
 import hashlib

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """service_ready: one wall-clock deadline, early stop when the unit gave up, a message that says why.
 
 The wait used to be `uri` + `until` + `retries: timeout/2` + `delay: 2`: with ~2.9 s per try over the

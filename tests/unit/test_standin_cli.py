@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The stand-in's command line is as strict as ComfyUI 0.3.64's: main.py parses its options with argparse's
 parse_args, so an option it does not have ends the process at start (exit 2, "unrecognized arguments") while
 every real option is accepted. The stand-in used to ignore unknown options, so a unit with a bad flag kept

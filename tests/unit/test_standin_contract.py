@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Contract tests of the ComfyUI stand-in (rig/comfyui-standin): the behaviour the project relies on.
 
 Each test starts the stand-in as a subprocess (fixtures in rig/standin_fixtures.py).

@@ -1,3 +1,5 @@
+# Copyright: (c) 2026, VisionSuit contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The stand-in's CheckpointLoaderSimple recognises a checkpoint as ComfyUI 0.3.64 does, in a simplified rule.
 
 Real ComfyUI (``comfy/sd.py`` ``load_checkpoint_guess_config``) raises
