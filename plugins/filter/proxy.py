@@ -22,9 +22,24 @@ PROXY_KEYS = ("http_proxy", "https_proxy", "no_proxy")
 PIP_KEYS = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST")
 #: never through a proxy: the roles' health checks, the drain and the local services
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-_PROXY_URL = re.compile(r"^https?://([^\s/@]+@)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?/?$")
-_INDEX_URL = re.compile(r"^https?://([^\s/@]+@)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?(/\S*)?$")
 _HOST_ENTRY = re.compile(r"^[A-Za-z0-9.*:\[\]/_-]+$")
+
+
+def _url_ok(text, path_allowed):
+    """A proxy URL (``path_allowed`` False) or an index URL: the scheme, host and port follow the one rule of
+    module_utils/s3/endpoint.py (http/https, a host, IPv6 in brackets, a valid port); a ``user:password@`` may
+    precede the host; an index URL may have a path. No whitespace anywhere."""
+    if not text or any(c.isspace() for c in text):
+        return False
+    scheme, sep, rest = text.partition("://")
+    authority, _slash, path = rest.partition("/")
+    if not sep or (path and not path_allowed):
+        return False
+    try:
+        parse_endpoint(scheme + "://" + authority.rpartition("@")[2])
+    except GpuWorkerError:
+        return False
+    return True
 
 
 def _canonical(key):
@@ -70,10 +85,10 @@ def _check(value, name):
             if not text or not all(_HOST_ENTRY.match(entry) for entry in text.split()):
                 return None, "%s: PIP_TRUSTED_HOST must be host names separated by spaces" % name
         elif canonical.endswith("_proxy"):
-            if not _PROXY_URL.match(text):
+            if not _url_ok(text, path_allowed=False):
                 return None, "%s: %s must be a URL such as http://proxy.example:3128 (http:// or https://, a " \
                              "host, an optional port and user:password@, no path)" % (name, canonical)
-        elif not all(_INDEX_URL.match(entry) for entry in (text.split() or [""])):
+        elif not all(_url_ok(entry, path_allowed=True) for entry in (text.split() or [""])):
             return None, "%s: %s must be a URL such as https://pypi.mirror.example/simple (http:// or https://)" % (
                 name, canonical)
         settings[canonical] = text
