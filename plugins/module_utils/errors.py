@@ -45,6 +45,19 @@ EXIT_CODES = (
 )
 
 
+# exit codes whose cause a later run can clear by itself (rclone's "retryable" errors): the server was unreachable or
+# failing, a download failed its check (fetched again from scratch), the run was interrupted (the next one resumes).
+# Every other failure is fatal: running again changes nothing until someone fixes the cause.
+RETRYABLE_EXIT_CODES = (EXIT_TEMPORARY, EXIT_INTEGRITY, EXIT_INTERRUPTED)
+
+
+def error_class(exit_code):
+    """``"retryable"`` or ``"fatal"`` (``None`` for success), the ``error.class`` of the ``--json`` documents."""
+    if not exit_code:
+        return None
+    return "retryable" if exit_code in RETRYABLE_EXIT_CODES else "fatal"
+
+
 def exit_codes_text():
     """The table as one paragraph, for ``--help`` epilogs."""
     return "exit codes: " + "; ".join("%d %s" % (code, text) for code, text in EXIT_CODES)

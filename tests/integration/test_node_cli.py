@@ -114,14 +114,16 @@ def test_create_buckets_upload_models_manifest_and_sync(node, s3, tmp_path):
                                                     "original_filename"}
     out = tmp_path / "manifest.json"
     proc = node.run("generate-model-manifest", "--output", out)
-    assert proc.stdout == "" and json.loads(out.read_text())["models"] == manifest["models"]
+    assert proc.stdout == f"generate-model-manifest: 2 model(s) written to {out}\n"  # the journal's line
+    assert json.loads(out.read_text())["models"] == manifest["models"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".manifest")] == []
 
     dest = tmp_path / "ckpt"
     dry = node.run("sync-checkpoints", "--dest", dest, "--dry-run")
     assert "would download base model.safetensors" in dry.stdout and not dest.exists()
-    quiet = node.run("sync-checkpoints", "--dest", dest)
-    assert quiet.stdout == "" and quiet.stderr == ""  # not a TTY: quiet
+    logged = node.run("sync-checkpoints", "--dest", dest)  # not a TTY (a timer): a line per file and a summary
+    assert len(logged.stderr.splitlines()) == 2 and "2 file(s) downloaded" in logged.stdout
+    assert node.run("sync-checkpoints", "--dest", dest, "-q").stdout == ""
     assert (dest / "sdxl" / "jüggernaut.safetensors").read_bytes() == (
         models / "sdxl" / "jüggernaut.safetensors").read_bytes()
     second = node.json("sync-checkpoints", "--dest", dest)
@@ -303,6 +305,7 @@ BAD_VALUES = (
     + [(c, "--retries", v) for c in COMMANDS for v in ("-1", "many")]
     + [(c, "--part-size", v) for c in _TRANSFER for v in ("1K", "0", "lots")]
     + [(c, "--multipart-threshold", v) for c in _TRANSFER for v in ("0", "-5M", "x")]
+    + [(c, "--bwlimit", v) for c in _TRANSFER for v in ("fast", "-1M", "10Q")]
     + [("test-run-workflow", o, v) for o, v in (("--port", "0"), ("--port", "70000"), ("--port", "http"),
                                                 ("--timeout", "0"), ("--timeout", "-1"), ("--interval", "0"),
                                                 ("--interval", "nan"), ("--export-wait", "-1"),
@@ -353,3 +356,115 @@ def test_wrong_credentials_and_an_unreachable_server_have_their_own_codes(ready,
     p = ready.run("sync-loras", "--dest", tmp_path / "d", "--retries", "0", check=False,
                   env={"MINIO_ENDPOINT": f"http://127.0.0.1:{_closed_port()}"})
     assert p.returncode == 6 and "cannot reach MinIO" in p.stderr  # temporary: run again later
+
+
+# ---------------------------------------------------------------------------------------------- issue 14 item 8, part 2
+FILE_LINE = re.compile(r'^(?P<prog>[a-z-]+): (?P<verb>downloaded|uploaded) "(?P<key>[^"]+)" (?P<size>\d+) bytes '
+                       r"\([^)]+\) in (?P<seconds>[\d.]+) s, (?P<rate>[\d.]+) MiB/s$")
+SUMMARY = re.compile(r"^(?P<prog>[a-z-]+): (?P<files>\d+) file\(s\) (?P<verb>downloaded|uploaded), (?P<bytes>\d+) "
+                     r"bytes \([^)]+\) in [\d.]+ s, [\d.]+ MiB/s; (?P<skipped>\d+) up to date, (?P<deleted>\d+) "
+                     r"deleted, (?P<failed>\d+) failed$")
+
+
+def test_a_timer_run_logs_each_file_and_a_summary(ready, s3, tmp_path):
+    """Not on a terminal (a systemd timer: stdout and stderr go to the journal): a line per transferred file on
+    stderr (key, size, seconds, MiB/s) and the summary on stdout; nothing is silent any more."""
+    objects = {"a.safetensors": os.urandom(300 * KiB), "sub/b c.safetensors": b"b" * 1000}
+    for key, data in objects.items():
+        s3.put_object(Bucket=ready.buckets["checkpoints"], Key=key, Body=data)
+    dest = tmp_path / "ck"
+    p = ready.run("sync-checkpoints", "--dest", dest)
+    lines = [FILE_LINE.match(line) for line in p.stderr.splitlines()]
+    assert all(lines), p.stderr
+    assert {m["key"]: int(m["size"]) for m in lines} == {k: len(v) for k, v in objects.items()}
+    assert all(m["prog"] == "sync-checkpoints" and m["verb"] == "downloaded" for m in lines)
+    summary = SUMMARY.match(p.stdout.rstrip("\n"))
+    assert summary and p.stdout.count("\n") == 1, p.stdout
+    assert (summary["files"], summary["bytes"], summary["skipped"], summary["failed"]) == (
+        "2", str(sum(map(len, objects.values()))), "0", "0")
+
+    again = ready.run("sync-checkpoints", "--dest", dest)
+    assert again.stderr == "" and SUMMARY.match(again.stdout.rstrip("\n"))["skipped"] == "2"
+    quiet = ready.run("sync-checkpoints", "--dest", tmp_path / "ck2", "-q")
+    assert quiet.stdout == quiet.stderr == "" and (tmp_path / "ck2" / "a.safetensors").exists()
+
+    src = tmp_path / "renders"
+    src.mkdir()
+    (src / "ComfyUI_00001_.png").write_bytes(b"png" * 100)
+    up = ready.run("upload-outputs", "--source", src)
+    m = FILE_LINE.match(up.stderr.rstrip("\n"))
+    assert m and m["verb"] == "uploaded" and m["key"] == "renders/ComfyUI_00001_.png" and m["size"] == "300"
+    assert SUMMARY.match(up.stdout.rstrip("\n"))["files"] == "1"
+
+
+def test_json_is_one_line_on_stdout_on_success_and_on_every_error(ready, s3, tmp_path):
+    s3.put_object(Bucket=ready.buckets["loras"], Key="x.safetensors", Body=b"x" * 2000)
+    p = ready.run("sync-loras", "--dest", tmp_path / "l", "--json")
+    assert p.stdout.count("\n") == 1 and p.stdout.endswith("}\n"), p.stdout
+    doc = json.loads(p.stdout)
+    assert doc["ok"] is True and doc["exit_code"] == 0 and doc["files"] == 1
+    assert FILE_LINE.match(p.stderr.rstrip("\n"))  # the log line stays on stderr, out of the document
+    for command, args in (("test-create-buckets", ()), ("generate-model-manifest", ("--kind", "loras"))):
+        out = ready.run(command, "--json", *args).stdout
+        assert out.count("\n") == 1 and json.loads(out)["ok"] is True
+
+    cases = [  # (arguments, extra environment, exit code, error class, text of the message)
+        (["sync-loras", "--dest", tmp_path / "d"], {"MINIO_SECRET_KEY": "definitely-wrong-secret"}, 7, "fatal",
+         "rejected the credentials"),
+        (["sync-loras", "--dest", tmp_path / "d", "--retries", "0"],
+         {"MINIO_ENDPOINT": f"http://127.0.0.1:{_closed_port()}"}, 6, "retryable", "cannot reach MinIO"),
+        (["sync-loras", "--workers", "0"], {}, 2, "fatal", "argument --workers"),
+        (["sync-loras", "--bwlimit", "fast"], {}, 2, "fatal", "argument --bwlimit"),
+        (["sync-loras"], {"MINIO_ENDPOINT": "http://127.0.0.1:9000/minio"}, 3, "fatal", "MINIO_ENDPOINT"),
+        (["generate-model-manifest"], {"MINIO_BUCKET_CHECKPOINTS": "nope-x"}, 1, "fatal", "does not exist"),
+    ]
+    for argv, env, code, klass, text in cases:
+        p = ready.run(argv[0], *argv[1:], "--json", env=env, check=False)
+        assert p.returncode == code, (argv, p.stderr)
+        assert p.stdout.count("\n") == 1, (argv, p.stdout)
+        doc = json.loads(p.stdout)
+        assert doc["ok"] is False and doc["exit_code"] == code and doc["error_class"] == klass, (argv, doc)
+        assert text in doc["message"] and doc["command"] == argv[0], (argv, doc)
+        assert p.stderr.count("\n") == 1 and "error" in p.stderr, (argv, p.stderr)  # the line on stderr stays
+
+
+def test_bwlimit_slows_a_transfer_down_to_the_limit(ready, s3, tmp_path):
+    """--bwlimit caps the run, all workers together: 3 MiB at 1 MiB/s cannot take less than ~2.75 s (the limiter
+    lets a quarter of a second through at once). Only the lower bound is asserted (a limit can only slow down),
+    with a wide margin; nothing here is timed from above."""
+    data = os.urandom(3 * MiB)
+    s3.put_object(Bucket=ready.buckets["checkpoints"], Key="big.safetensors", Body=data)
+    dest = tmp_path / "ck"
+    t0 = time.monotonic()
+    doc = ready.json("sync-checkpoints", "--dest", dest, "--bwlimit", "1M", "--workers", "4",
+                     "--multipart-threshold", "256K", "--part-size", "256K")
+    assert time.monotonic() - t0 >= 2.0 and doc["seconds"] >= 2.0, doc["seconds"]
+    assert (dest / "big.safetensors").read_bytes() == data
+
+    src = tmp_path / "renders"
+    src.mkdir()
+    (src / "one.png").write_bytes(os.urandom(2 * MiB))
+    (src / "two.png").write_bytes(os.urandom(MiB))
+    t0 = time.monotonic()
+    doc = ready.json("upload-outputs", "--source", src, "--bwlimit", "1M", "--workers", "4")
+    assert doc["files"] == 2 and time.monotonic() - t0 >= 2.0 and doc["seconds"] >= 2.0, doc["seconds"]
+
+    doc = ready.json("test-export-outputs", tmp_path / "export", "--bwlimit", "1M")
+    assert doc["files"] == 2 and doc["seconds"] >= 2.0, doc["seconds"]
+    assert ready.json("sync-checkpoints", "--dest", tmp_path / "ck0", "--bwlimit", "0")["files"] == 1
+
+
+
+def test_run_workflow_json_is_one_line_on_errors_too(tmp_path):
+    wf = tmp_path / "wf.json"
+    wf.write_text(json.dumps({"1": {"class_type": "SaveImage", "inputs": {"filename_prefix": "x"}}}))
+    cases = [(["--workflow", tmp_path / "missing.json"], 2, "fatal"),
+             (["--workflow", wf, "--port", "0"], 2, "fatal"),
+             (["--workflow", wf, "--port", _closed_port(), "--timeout", "5"], 6, "retryable")]
+    for args, code, klass in cases:
+        p = _bare("test-run-workflow", *args, "--json")
+        assert p.returncode == code, p.stderr
+        assert p.stdout.count("\n") == 1, p.stdout
+        doc = json.loads(p.stdout)
+        assert (doc["ok"], doc["exit_code"], doc["error_class"]) == (False, code, klass), doc
+        assert doc["message"] and doc["command"] == "test-run-workflow"

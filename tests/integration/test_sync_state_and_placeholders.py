@@ -178,7 +178,7 @@ def test_sync_checkpoints_command_reports_the_unwritten_state(ready, s3, tmp_pat
     dest = tmp_path / "ckpt"
     full = StateDiskFull(monkeypatch)
     full.on()
-    assert node_cli.main(["--dest", str(dest)], prog="sync-checkpoints") == 0
+    assert node_cli.main(["--dest", str(dest), "-q"], prog="sync-checkpoints") == 0  # -q: the warning only
     out, err = capsys.readouterr()
     assert out == ""
     lines = err.splitlines()
@@ -223,7 +223,7 @@ def test_sync_checkpoints_on_an_exactly_full_tmpfs(ready, s3, tmp_path):
         st = os.statvfs(disk)
         assert st.f_bavail * st.f_frsize == 96 * KiB
 
-        p = ready.run("sync-checkpoints", "--dest", dest)
+        p = ready.run("sync-checkpoints", "--dest", dest, "-q")  # -q: the warning only
         assert p.returncode == 0 and p.stdout == ""
         assert p.stderr.startswith("sync-checkpoints: warning: ") and p.stderr.count("\n") == 1
         assert STATE_FILE in p.stderr and "No space left on device" in p.stderr

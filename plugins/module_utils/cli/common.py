@@ -14,10 +14,30 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import argparse
+import json
 import math
+import sys
 
-from ..errors import EXIT_USAGE, exit_codes_text
+from ..errors import EXIT_USAGE, error_class, exit_codes_text
 from ..version import package_version
+
+
+def json_line(doc):
+    """``doc`` as one compact line of JSON (the one document a ``--json`` run prints on stdout)."""
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def json_error(command, message, exit_code, field=None, details=None, doc=None):
+    """The ``--json`` document of a failed run: ``doc`` (what the command has to say, if anything) plus ``ok``
+    (false), ``command``, ``exit_code``, ``error_class`` (``fatal``/``retryable``, :func:`..errors.error_class`),
+    ``message`` (the error line) and, when known, ``field`` and ``details``."""
+    out = dict(doc or {})
+    out.update(ok=False, command=command, exit_code=exit_code, error_class=error_class(exit_code), message=message)
+    if field:
+        out["field"] = field
+    if details:
+        out["details"] = details
+    return out
 
 
 class NodeArgumentParser(argparse.ArgumentParser):
@@ -29,10 +49,15 @@ class NodeArgumentParser(argparse.ArgumentParser):
         super(NodeArgumentParser, self).__init__(prog=prog, description=description, epilog=epilog)
         self.add_argument("--version", action="version", version="%(prog)s " + package_version(),
                           help="print the version of the installed package and exit")
+        self.json_errors = False  # set by the caller when the command line asks for --json
 
     def error(self, message):
+        message = " ".join(str(message).split())
+        if self.json_errors:  # --json: the usage error is the run's one JSON document too
+            sys.stdout.write(json_line(json_error(self.prog, message, EXIT_USAGE)) + "\n")
+            sys.stdout.flush()
         # argparse's own exit (prints to stderr, then exits) keeps sys.exit out of the library
-        self.exit(EXIT_USAGE, "%s: error: %s (see --help)\n" % (self.prog, " ".join(str(message).split())))
+        self.exit(EXIT_USAGE, "%s: error: %s (see --help)\n" % (self.prog, message))
 
 
 def _number(text, kind):
@@ -95,3 +120,21 @@ def size_at_least(minimum, shown):
         return value
     check.__name__ = "size"
     return check
+
+
+def parse_rate(text):
+    """``type=`` of ``--bwlimit``: bytes per second, ``10M``, ``512K``, ``1.5G``, ``2097152``, optionally ending in
+    ``/s`` or ``B/s`` (K/M/G: 1024-based, as ``--part-size``); ``0`` (or ``off``) means no limit."""
+    value = str(text).strip()
+    if value.lower() in ("0", "off", "none"):
+        return 0
+    if value.lower().endswith("/s"):
+        value = value[:-2]
+    try:
+        rate = parse_size(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError("not a rate: %r (bytes per second, e.g. 10M or 512K; 0 = no limit)"
+                                         % text) from None
+    if rate < 1024:
+        raise argparse.ArgumentTypeError("%r: must be at least 1K per second (or 0 for no limit)" % text)
+    return rate

@@ -18,8 +18,23 @@
 
 The connection comes from ``/etc/comfyui/minio.env`` (``$VISIONSUIT_MINIO_ENV``, ``--env-file``), overridden by
 exported ``MINIO_*`` variables; credentials are never accepted on the command line nor printed.
-Output: a progress bar and a summary on a terminal, nothing on success otherwise (``-v`` forces the summary);
-``--json`` prints the result object; ``--dry-run`` prints the plan and changes nothing.
+
+Output of the transfer commands (stdout: results, stderr: progress, log lines, warnings and errors):
+
+* on a terminal (stderr a TTY): a progress bar with bytes done/total, the rate (MiB/s over the last 5 s) and the
+  ETA; then the summary line on stdout;
+* otherwise (systemd timers: both streams go to the journal): one line per transferred file on stderr
+  (``<command>: downloaded "<key>" <bytes> bytes (<size>) in <s> s, <MiB/s> MiB/s``) and the summary line on stdout
+  (``<command>: <n> file(s) downloaded, <bytes> bytes (<size>) in <s> s, <MiB/s> MiB/s; <n> up to date,
+  <n> deleted, <n> failed``); ``-v`` adds the per-file lines on a terminal too;
+* ``-q``: nothing but warnings and errors; ``--dry-run`` prints the plan and changes nothing;
+* ``--json``: exactly one JSON document on stdout, one line, on success (the result object with ``"ok": true``,
+  ``"exit_code": 0``) and on failure (``{"ok": false, "command", "exit_code", "error_class", "message", "field",
+  "details"}``, ``error_class`` ``fatal`` or ``retryable``: :func:`..errors.error_class`), usage errors
+  included; the per-file lines still go to stderr (not on a terminal), never to stdout.
+
+``--bwlimit RATE`` (bytes per second, ``10M``, ``512K``; 0 = no limit) caps a transfer run, all workers together
+(:class:`..s3.transfer.RateLimiter`).
 
 Exit codes: the one table of all node commands, :data:`..errors.EXIT_CODES` (documented in
 roles/minio_helpers/README.md): 0 success, 1 other failure, 2 usage (bad option values too), 3 configuration,
@@ -38,6 +53,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import collections
 import glob
 import json
 import os
@@ -51,7 +67,7 @@ from ..s3.env import ENV_FILE_VARIABLE, load_minio_env
 from ..s3.sync import object_manifest
 from ..s3.transfer import DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE, DEFAULT_WORKERS
 from ..s3.upload import upload
-from .common import NodeArgumentParser, int_range, parse_size, size_at_least
+from .common import NodeArgumentParser, int_range, json_error, json_line, parse_rate, parse_size, size_at_least
 
 COMFY_ROOT = "/opt/comfyui"
 DEFAULT_DIRS = {
@@ -64,6 +80,7 @@ _EPILOG = ("connection: /etc/comfyui/minio.env (or $%s), overridden by exported 
 # the option limits (the engine's, s3/transfer.py check_workers), checked while parsing: a usage error, exit 2
 MAX_WORKERS = 64
 MIN_PART_SIZE = 64 * 1024
+MiB = 1024 * 1024
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -76,28 +93,61 @@ def human(n):
         n /= 1024
 
 
-class ProgressBar:
-    """A one-line progress bar on stderr, redrawn at most 10 times a second."""
+def mib_per_s(nbytes, seconds):
+    return nbytes / MiB / seconds if seconds > 0 else 0.0
 
-    def __init__(self, label, stream=None):
+
+def duration(seconds):
+    """``0:42``, ``12:05``, ``1:02:03`` (an ETA)."""
+    seconds = int(round(max(0.0, seconds)))
+    hours, rest = divmod(seconds, 3600)
+    return ("%d:%02d:%02d" % (hours, rest // 60, rest % 60)) if hours else "%d:%02d" % (rest // 60, rest % 60)
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr, redrawn at most 10 times a second: bytes done/total, percentage, the rate
+    over the last :attr:`WINDOW` seconds and the ETA at that rate (``--:--`` until there is a rate)."""
+
+    WINDOW = 5.0
+
+    def __init__(self, label, stream=None, clock=time.monotonic):
         self.label = label
         self.stream = stream or sys.stderr
-        self.last = 0.0
+        self.clock = clock
+        self.last = None
         self.drawn = False
+        self.samples = collections.deque()  # (time, done bytes), the sliding window of the rate
+
+    def rate(self):
+        """Bytes per second over the window (0.0 before two samples)."""
+        if len(self.samples) < 2:
+            return 0.0
+        (t0, d0), (t1, d1) = self.samples[0], self.samples[-1]
+        return (d1 - d0) / (t1 - t0) if t1 > t0 else 0.0
 
     def __call__(self, done, total, key):
-        now = time.monotonic()
-        if now - self.last < 0.1 and done < total:
+        now = self.clock()
+        self.samples.append((now, done))
+        while len(self.samples) > 2 and now - self.samples[1][0] >= self.WINDOW:
+            self.samples.popleft()
+        if self.last is not None and now - self.last < 0.1 and done < total:
             return
         self.last = now
-        width = 30
+        width = 24
         frac = min(1.0, done / total) if total else 1.0
         filled = "#" * int(frac * width)
-        name = key if len(key) <= 40 else "..." + key[-37:]
-        self.stream.write("\r%s [%-*s] %3d%% %s/%s %s\x1b[K" % (
-            self.label, width, filled, int(frac * 100), human(done), human(total), name))
+        name = key if len(key) <= 32 else "..." + key[-29:]
+        rate = self.rate()
+        eta = duration((total - done) / rate) if rate > 0 and total >= done else "--:--"
+        self.stream.write("\r%s [%-*s] %3d%% %s/%s %.1f MiB/s ETA %s %s\x1b[K" % (
+            self.label, width, filled, int(frac * 100), human(done), human(total), rate / MiB, eta, name))
         self.stream.flush()
         self.drawn = True
+
+    def log(self, line):
+        """A log line above the bar (``-v`` on a terminal); the next update redraws the bar."""
+        self.stream.write("\r\x1b[K%s\n" % line if self.drawn else "%s\n" % line)
+        self.stream.flush()
 
     def close(self):
         if self.drawn:
@@ -120,9 +170,12 @@ def _is_tty(stream):
 def _add_common(parser, transfer=True, sync=True):
     parser.add_argument("--env-file", metavar="FILE",
                         help="MinIO settings file (default $%s or /etc/comfyui/minio.env)" % ENV_FILE_VARIABLE)
-    parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
-    parser.add_argument("-v", "--verbose", action="store_true", help="print the summary even when not on a TTY")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON document (one line) on stdout, on success and on failure")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also print a line per transferred file on a terminal (always done otherwise)")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bar, per-file lines nor summary (warnings and errors only)")
     parser.add_argument("--retries", type=int_range(0), default=5, metavar="N",
                         help="retries of a failed request (default %(default)s, exponential backoff)")
     if not transfer:
@@ -133,6 +186,9 @@ def _add_common(parser, transfer=True, sync=True):
                         metavar="SIZE", help="objects above this use ranged/multipart transfers (default 64M)")
     parser.add_argument("--part-size", type=size_at_least(MIN_PART_SIZE, "64K"), default=DEFAULT_PART_SIZE,
                         metavar="SIZE", help="range/part size, at least 64K (default 16M; uploads use at least 5M)")
+    parser.add_argument("--bwlimit", type=parse_rate, default=0, metavar="RATE",
+                        help="bandwidth limit of the run, all workers together, in bytes per second "
+                             "(e.g. 10M, 512K; K/M/G are 1024-based; default 0 = no limit)")
     if not sync:
         return
     parser.add_argument("--bucket", help="bucket (default from minio.env)")
@@ -156,7 +212,8 @@ def _client(settings, args):
 
 
 def _transfer_opts(args):
-    return {"workers": args.workers, "multipart_threshold": args.multipart_threshold, "part_size": args.part_size}
+    return {"workers": args.workers, "multipart_threshold": args.multipart_threshold, "part_size": args.part_size,
+            "bwlimit": args.bwlimit}
 
 
 def _progress(args, label):
@@ -165,8 +222,31 @@ def _progress(args, label):
     return ProgressBar(label)
 
 
+def _file_logger(prog, args, verb, progress_bar):
+    """``on_file`` of a run: one line per transferred file on stderr when not on a terminal (the journal of a timer
+    run), with ``-v`` on a terminal too (above the progress bar); None with ``-q``."""
+    if args.quiet or (_is_tty(sys.stderr) and not args.verbose):
+        return None
+
+    def on_file(rec):
+        line = "%s: %s %s %d bytes (%s) in %.2f s, %.2f MiB/s%s" % (
+            prog, verb, json.dumps(rec["key"], ensure_ascii=False), rec["size"], human(rec["size"]),
+            rec["seconds"], mib_per_s(rec["size"], rec["seconds"]), " (resumed)" if rec.get("resumed") else "")
+        if progress_bar is not None:
+            progress_bar.log(line)
+        else:
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+    return on_file
+
+
 def _summary_wanted(args):
-    return not args.quiet and not args.json and (args.verbose or _is_tty(sys.stdout))
+    return not args.quiet and not args.json
+
+
+def _json_out(doc):
+    """The run's one JSON document (``--json``), marked successful."""
+    _out(json_line(dict(doc, ok=True, exit_code=EXIT_OK)))
 
 
 def _print_plan(result):
@@ -182,10 +262,11 @@ def _print_plan(result):
         _out("nothing to do (%d file(s) up to date)" % result["skipped"])
 
 
-def _summary_line(prog, result):
+def _summary_line(prog, result, failed=0):
     verb = "downloaded" if result["direction"] == "download" else "uploaded"
-    text = "%s: %d file(s) %s (%s), %d up to date, %d deleted in %.1f s" % (
-        prog, result["files"], verb, human(result["bytes"]), result["skipped"], result["deleted"], result["seconds"])
+    text = "%s: %d file(s) %s, %d bytes (%s) in %.1f s, %.2f MiB/s; %d up to date, %d deleted, %d failed" % (
+        prog, result["files"], verb, result["bytes"], human(result["bytes"]), result["seconds"],
+        mib_per_s(result["bytes"], result["seconds"]), result["skipped"], result["deleted"], failed)
     if result.get("resumed"):
         text += ", %d resumed" % len(result["resumed"])
     return text
@@ -201,7 +282,7 @@ def _warn(prog, result):
 def _report(prog, args, result):
     _warn(prog, result)
     if args.json:
-        _out(json.dumps(result, indent=2, sort_keys=True))
+        _json_out(result)
     elif result.get("dry_run"):
         _print_plan(result)
     elif _summary_wanted(args):
@@ -212,8 +293,9 @@ def _run_transfer(prog, args, direction, bucket, prefix, path, label, **extra):
     settings = _settings(args)
     client = _client(settings, args)
     progress_bar = _progress(args, label)
+    on_file = _file_logger(prog, args, "downloaded" if direction == "download" else "uploaded", progress_bar)
     opts = dict(_transfer_opts(args), include=args.include or None, exclude=args.exclude or None,
-                delete=args.delete, dry_run=args.dry_run, progress=progress_bar, **extra)
+                delete=args.delete, dry_run=args.dry_run, progress=progress_bar, on_file=on_file, **extra)
     try:
         func = download if direction == "download" else upload
         result = func(client, bucket or "", prefix, path, **opts)
@@ -276,8 +358,12 @@ def cmd_manifest(prog, args):
     text = json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     if args.output:
         write_atomic(args.output, text)
-        if _summary_wanted(args):
+        if args.json:
+            _json_out({"output": args.output, "count": len(models)})
+        elif _summary_wanted(args):
             _out("%s: %d model(s) written to %s" % (prog, len(models), args.output))
+    elif args.json:
+        _json_out(doc)
     else:
         sys.stdout.write(text)
     return EXIT_OK
@@ -322,7 +408,7 @@ def cmd_create_buckets(prog, args):
         client.close()
     result = {"created": created, "existing": existing, "changed": bool(created)}
     if args.json:
-        _out(json.dumps(result, indent=2, sort_keys=True))
+        _json_out(result)
     elif _summary_wanted(args):
         for name in created:
             _out("created bucket %s" % name)
@@ -346,7 +432,8 @@ def cmd_upload_models(prog, args):
         progress_bar = _progress(args, kind)
         try:
             out[kind] = upload(client, settings.bucket(kind), settings.prefix(kind), folder, original_filename=True,
-                               progress=progress_bar, dry_run=args.dry_run, **_transfer_opts(args))
+                               progress=progress_bar, dry_run=args.dry_run,
+                               on_file=_file_logger(prog, args, "uploaded", progress_bar), **_transfer_opts(args))
         finally:
             if progress_bar is not None:
                 progress_bar.close()
@@ -354,7 +441,7 @@ def cmd_upload_models(prog, args):
     for result in out.values():
         _warn(prog, result)
     if args.json:
-        _out(json.dumps(out, indent=2, sort_keys=True))
+        _json_out(out)
     else:
         for result in out.values():
             if result["dry_run"]:
@@ -364,7 +451,7 @@ def cmd_upload_models(prog, args):
     return EXIT_OK
 
 
-def export_outputs(dest, names=None, env_file=None, workers=DEFAULT_WORKERS, progress=None):
+def export_outputs(dest, names=None, env_file=None, workers=DEFAULT_WORKERS, progress=None, bwlimit=0):
     """Download the outputs bucket/prefix (only ``names``, paths relative to the prefix, when given) into
     ``dest``; shared with ``test-run-workflow --export-dir``. Returns the sync result dict."""
     settings = load_minio_env(env_file or None)
@@ -374,7 +461,7 @@ def export_outputs(dest, names=None, env_file=None, workers=DEFAULT_WORKERS, pro
         include = ["\x00"]  # nothing to export
     try:
         return download(client, settings.bucket("outputs"), settings.prefix("outputs"), dest, include=include,
-                        workers=workers, progress=progress)
+                        workers=workers, progress=progress, bwlimit=bwlimit)
     finally:
         client.close()
 
@@ -470,6 +557,7 @@ def main(argv=None, prog=None):
             sys.stderr.write("usage: node_cli COMMAND [options]; commands: %s\n" % ", ".join(sorted(COMMANDS)))
             return EXIT_USAGE
     parser = build_parser(prog)
+    parser.json_errors = "--json" in argv[:argv.index("--")] if "--" in argv else "--json" in argv
     try:
         args = parser.parse_args(argv)
     except SystemExit as err:
@@ -477,16 +565,26 @@ def main(argv=None, prog=None):
     try:
         return COMMANDS[prog](prog, args)
     except GpuWorkerError as err:
-        sys.stderr.write("%s: error: %s\n" % (prog, err))
-        return err.exit_code or EXIT_FAILURE
+        run = (err.details or {}).get("run_summary")
+        if run and not args.quiet and not args.json:  # a transfer run that failed midway: what it did, then why
+            _out(_summary_line(prog, run, failed=run.get("failed", 0)))
+        return _fail(prog, args, "%s" % err, err.exit_code or EXIT_FAILURE, err.field, err.details)
     except KeyboardInterrupt:
-        sys.stderr.write("%s: interrupted (a partial download is resumed by the next run)\n" % prog)
-        return EXIT_INTERRUPTED
+        return _fail(prog, args, "interrupted (a partial download is resumed by the next run)", EXIT_INTERRUPTED,
+                     line="%s: interrupted (a partial download is resumed by the next run)" % prog)
     except BrokenPipeError:
         return EXIT_FAILURE
     except OSError as err:
-        sys.stderr.write("%s: error: %s\n" % (prog, err))
-        return EXIT_FAILURE
+        return _fail(prog, args, "%s" % err, EXIT_FAILURE)
+
+
+def _fail(prog, args, message, code, field=None, details=None, line=None):
+    """A failed run: one line on stderr, and with ``--json`` the error document on stdout; returns the exit code."""
+    sys.stderr.write((line or "%s: error: %s" % (prog, message)) + "\n")
+    sys.stderr.flush()
+    if args.json:
+        _out(json_line(json_error(prog, message, code, field=field, details=details)))
+    return code
 
 
 if __name__ == "__main__":

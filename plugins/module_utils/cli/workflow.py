@@ -6,7 +6,8 @@
 
 Exit codes: the one table of all node commands, :data:`..errors.EXIT_CODES` (documented in
 roles/minio_helpers/README.md). For this command: 0 success (the asset identifiers are printed, one per line;
-``--json`` prints a JSON summary), 1 other failure, 2 usage or bad input (bad option value, file missing, not
+``--json`` prints one JSON document on one line instead, on failures too, with ``ok``, ``exit_code``,
+``error_class`` and ``message``), 1 other failure, 2 usage or bad input (bad option value, file missing, not
 JSON, UI format instead of API format, bad --set), 3 bad minio.env (--export-dir), 5 timeout, 6 ComfyUI (or
 MinIO, --export-dir) cannot be reached, 7 MinIO refused the credentials (--export-dir), 8 validation error
 (ComfyUI rejected the workflow, or part of it: see --allow-partial; or the local --check pre-check found
@@ -17,7 +18,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import json
 import os
 import sys
 import time
@@ -32,7 +32,7 @@ from ..comfyui.errors import (
 )
 from ..comfyui.workflow import apply_overrides, check_partial_run, load_workflow, output_identifier, parse_set_options
 from ..errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, GpuWorkerError
-from .common import NodeArgumentParser, int_range, seconds
+from .common import NodeArgumentParser, int_range, json_error, json_line, seconds
 
 PROG = "test-run-workflow"
 DEFAULT_ENV_FILE = "/etc/comfyui/minio.env"
@@ -151,8 +151,20 @@ def export_outputs(result, args):
         time.sleep(min(max(args.interval, 0.2), 5.0))
 
 
+def _ok_json(doc):
+    """The run's one JSON document (``--json``, one line), marked successful."""
+    _out(json_line(dict(doc, ok=True, exit_code=EXIT_OK)))
+
+
+def _error_json(message, code, doc=None):
+    """The run's one JSON document (``--json``, one line) of a failure: ``doc`` plus the error fields."""
+    _out(json_line(json_error(PROG, message, code, doc=doc)))
+
+
 def main(argv=None):
     parser = build_parser()
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser.json_errors = "--json" in words
     args = parser.parse_args(argv)
     summary = {}
     try:
@@ -165,7 +177,7 @@ def main(argv=None):
         if args.check:
             check_workflow(client, workflow)
             if args.json:
-                _out(json.dumps({"status": "valid", "nodes": len(workflow)}, indent=2))
+                _ok_json({"status": "valid", "nodes": len(workflow)})
             else:
                 _out("workflow is valid (%d nodes)" % len(workflow))
             return EXIT_OK
@@ -186,7 +198,7 @@ def main(argv=None):
         if args.export_dir:
             summary["exported"] = export_outputs(result, args)
         if args.json:
-            _out(json.dumps(summary, indent=2, sort_keys=True))
+            _ok_json(summary)
         else:
             for asset in summary["assets"]:
                 _out(asset)
@@ -202,10 +214,11 @@ def main(argv=None):
             sys.stderr.write("  the rest of the workflow ran (prompt %s, %s); --allow-partial accepts such a run\n"
                              % (err.result.get("prompt_id"), err.result.get("status")))
             if args.json:
-                _out(json.dumps(err.details, indent=2, sort_keys=True))
+                _error_json(err.summary or str(err), err.exit_code, doc=err.details)
         elif args.json:
-            _out(json.dumps({"status": "invalid", "problems": err.lines, "node_errors": err.node_errors,
-                             "error": err.error}, indent=2, sort_keys=True))
+            _error_json(err.summary or str(err), err.exit_code,
+                        doc={"status": "invalid", "problems": err.lines, "node_errors": err.node_errors,
+                             "error": err.error})
         return err.exit_code
     except WorkflowExecutionError as err:
         _err(describe_failure(err.result))
@@ -214,14 +227,16 @@ def main(argv=None):
         if args.verbose and (err.result.get("error") or {}).get("traceback"):
             sys.stderr.write("".join(err.result["error"]["traceback"]))
         if args.json:
-            _out(json.dumps(summary or err.result, indent=2, sort_keys=True))
+            _error_json(describe_failure(err.result), err.exit_code, doc=summary or err.result)
         return err.exit_code
     except GpuWorkerError as err:
         _err(str(err))
         if args.json:
-            _out(json.dumps(dict(summary, status=summary.get("status") or "failed", message=str(err)),
-                            indent=2, sort_keys=True))
+            _error_json(str(err), err.exit_code or EXIT_FAILURE,
+                        doc=dict(summary, status=summary.get("status") or "failed"))
         return err.exit_code or EXIT_FAILURE
     except KeyboardInterrupt:
         _err("interrupted (the run continues on ComfyUI)")
+        if args.json:
+            _error_json("interrupted (the run continues on ComfyUI)", EXIT_INTERRUPTED)
         return EXIT_INTERRUPTED

@@ -123,10 +123,11 @@ def _xml_escape(text):
 class FileSlice:
     """A request body read from ``path`` (``length`` bytes from ``offset``), re-readable for retries."""
 
-    def __init__(self, path, offset=0, length=None):
+    def __init__(self, path, offset=0, length=None, throttle=None):
         self.path = path
         self.offset = offset
         self.length = os.path.getsize(path) - offset if length is None else length
+        self.throttle = throttle  # throttle(nbytes), called before each chunk is sent (the run's bwlimit)
 
     def chunks(self, size=CHUNK):
         with open(self.path, "rb") as f:
@@ -270,6 +271,8 @@ class S3Client:
         conn.endheaders()
         if isinstance(body, FileSlice):
             for data in body.chunks():
+                if body.throttle is not None:
+                    body.throttle(len(data))
                 conn.send(data)
         elif body:
             conn.send(body)

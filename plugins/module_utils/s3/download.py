@@ -113,6 +113,7 @@ class _Download:
 
     # first unit: (HEAD), then either one streamed GET here or ranged units in the pool
     def start(self):
+        self.run.start_file(self.key)
         for attempt in (0, 1):
             try:
                 self._start(refresh=attempt > 0)
@@ -202,6 +203,7 @@ class _Download:
                         holder[0] = self._verifier(info)
 
                 def write(pos, data):
+                    self.run.throttle(len(data), self.pool.cancelled)
                     out.write(pos, data)
                     holder[0].update(data)
                     self.run.progress(len(data), self.key)
@@ -283,6 +285,7 @@ class _Download:
         out = FileWriter(self.tmp, True)
         try:
             def write(pos, data):
+                self.run.throttle(len(data), self.pool.cancelled)
                 out.write(pos, data)
                 if h["next"] == pos:
                     if mode == "crc32":
@@ -494,10 +497,12 @@ def _run_downloads(run, transfers, opts, workers):
 
 def download(client, bucket, prefix, dest, include=None, exclude=None, delete=False, dry_run=False,
              workers=DEFAULT_WORKERS, multipart_threshold=DEFAULT_MULTIPART_THRESHOLD, part_size=DEFAULT_PART_SIZE,
-             owner=None, group=None, progress=None, reserve_bytes=0, nice=0):
+             owner=None, group=None, progress=None, reserve_bytes=0, nice=0, bwlimit=0, on_file=None):
     """Mirror ``bucket/prefix`` into the folder ``dest`` (see :mod:`.sync`); returns the result dict.
 
     ``nice``: how much lower the transfer threads run (CPU priority, Linux), for callers that must stay responsive.
+    ``bwlimit``: bytes per second for the whole run, all workers together (0: no limit; :class:`.transfer.RateLimiter`).
+    ``on_file(record)``: called once per downloaded file with ``{key, size, seconds, resumed}``.
     """
     workers, part_size, multipart_threshold = check_workers(workers, part_size, multipart_threshold)
     prefix = normalize_prefix(prefix)
@@ -505,7 +510,7 @@ def download(client, bucket, prefix, dest, include=None, exclude=None, delete=Fa
     if os.path.exists(dest) and not os.path.isdir(dest):
         raise GpuWorkerError("destination %s is not a folder" % dest, field="path")
     uid, gid = resolve_owner(owner, group)
-    run = Run(client, "download", bucket, prefix, dest, progress, dry_run)
+    run = Run(client, "download", bucket, prefix, dest, progress, dry_run, bwlimit=bwlimit, on_file=on_file)
     run.result["warnings"] = []
     remote = list_remote(client, bucket, prefix, strict=True)
     # ComfyUI's placeholders are neither fetched nor seen locally: never downloaded over, recorded or deleted
@@ -597,7 +602,8 @@ def download(client, bucket, prefix, dest, include=None, exclude=None, delete=Fa
 
 def download_object(client, bucket, key, dest_path, expected_etag=None, expected_size=None, object_info=None,
                     workers=DEFAULT_WORKERS, multipart_threshold=DEFAULT_MULTIPART_THRESHOLD,
-                    part_size=DEFAULT_PART_SIZE, owner=None, group=None, progress=None, reserve_bytes=0, nice=0):
+                    part_size=DEFAULT_PART_SIZE, owner=None, group=None, progress=None, reserve_bytes=0, nice=0,
+                    bwlimit=0, on_file=None):
     """Download the single object ``bucket/key`` to the file ``dest_path``, without a listing.
 
     Same machinery as :func:`download`: hidden temp file and sidecar next to ``dest_path``, parallel ranged GETs
@@ -621,7 +627,7 @@ def download_object(client, bucket, key, dest_path, expected_etag=None, expected
         raise GpuWorkerError("refusing destination %s: not a plain file name" % dest_path, field="path")
     uid, gid = resolve_owner(owner, group)
     prefix = key.rpartition("/")[0]
-    run = Run(client, "download", bucket, prefix, folder, progress, False)
+    run = Run(client, "download", bucket, prefix, folder, progress, False, bwlimit=bwlimit, on_file=on_file)
     run.result.update({"key": key, "etag": expected_etag, "size": expected_size, "warnings": []})
     info = object_info
     if object_info is not None:

@@ -32,7 +32,10 @@ Public API::
 
 Options of download/upload: ``include``/``exclude`` (glob lists, matched against the relative path and the
 file name), ``delete`` (default False), ``dry_run``, ``workers`` (parallel transfers), ``multipart_threshold``
-and ``part_size`` (bytes), ``progress`` (``callback(done_bytes, total_bytes, key)``, called from worker threads);
+and ``part_size`` (bytes), ``progress`` (``callback(done_bytes, total_bytes, key)``, called from worker threads),
+``on_file`` (``callback({key, size, seconds, resumed})`` once per transferred file, from worker threads),
+``bwlimit`` (bytes per second for the whole run, all workers together, 0 = no limit: a token bucket that the
+transfer loops draw from before each chunk goes to or comes from the network);
 download only: ``owner``/``group`` (chown of downloaded files and created folders), ``reserve_bytes`` (free space to
 keep); upload only: ``metadata`` (dict of user metadata), ``original_filename`` (record the file name in
 ``x-amz-meta-original-filename``, default True).

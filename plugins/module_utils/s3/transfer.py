@@ -6,7 +6,9 @@
 
 * :class:`Pool`: a thread pool whose tasks may submit more tasks (a download's first unit submits its ranges);
   the first failure cancels the rest; ``nice`` lowers the CPU priority of its threads only;
-* :class:`Run`: counters, progress and the result dict of one run (see :mod:`.sync` for its keys);
+* :class:`Run`: counters, progress, the per-file log (``on_file``) and the result dict of one run (see :mod:`.sync`
+  for its keys);
+* :class:`RateLimiter`: the bandwidth limit (``bwlimit``) of one run, a token bucket shared by all its workers;
 * :func:`list_remote`: the bucket listing under a prefix as relative path -> entry;
 * :func:`check_workers` and :func:`raise_run_error`: option checks and the error a failed run raises.
 """
@@ -100,10 +102,41 @@ class Pool:
         return (real or self.errors or [None])[0]
 
 
+class RateLimiter:
+    """A token bucket of ``rate`` bytes per second shared by the workers of one run (``bwlimit``).
+
+    :meth:`consume` is called with each chunk the transfer loops read from the network (downloads) or hand to it
+    (uploads), before the chunk goes on; it sleeps as long as the bucket is in debt. The bucket holds at most
+    ``burst`` bytes (a quarter of a second of ``rate``, at least 64 KiB), so over any interval of ``t`` seconds
+    at most ``burst + rate * t`` bytes pass, whatever the number of workers. ``rate`` 0 or None: no limit."""
+
+    def __init__(self, rate, burst=None, clock=time.monotonic, sleep=time.sleep):
+        self.rate = float(rate or 0)
+        self.burst = float(burst if burst is not None else max(64 * 1024, self.rate / 4))
+        self.clock = clock
+        self.sleep = sleep
+        self.lock = threading.Lock()
+        self.tat = None  # theoretical arrival time: when the bucket is full again
+
+    def consume(self, nbytes, cancelled=None):
+        if self.rate <= 0 or nbytes <= 0:
+            return
+        with self.lock:
+            now = self.clock()
+            self.tat = max(now if self.tat is None else self.tat, now) + nbytes / self.rate
+            wait = self.tat - now - self.burst / self.rate
+        while wait > 0:  # in slices, so that a cancelled run does not sleep out a long debt
+            if cancelled is not None and cancelled():
+                raise Cancelled("transfer cancelled")
+            step = min(wait, 0.25)
+            self.sleep(step)
+            wait -= step
+
+
 class Run:
     """Shared bookkeeping of one download/upload run."""
 
-    def __init__(self, client, direction, bucket, prefix, path, progress, dry_run):
+    def __init__(self, client, direction, bucket, prefix, path, progress, dry_run, bwlimit=0, on_file=None):
         self.client = client
         self.bucket = bucket
         self.prefix = prefix
@@ -112,6 +145,9 @@ class Run:
         self.done_bytes = 0
         self.total_bytes = 0
         self.started = time.time()
+        self.limiter = RateLimiter(bwlimit) if bwlimit else None
+        self.on_file = on_file
+        self.file_started = {}
         self.stats_before = dict(client.stats)
         self.result = {
             "direction": direction, "bucket": bucket, "prefix": prefix, "path": path, "dry_run": bool(dry_run),
@@ -127,6 +163,16 @@ class Run:
         if self.progress_cb is not None and nbytes:
             self.progress_cb(done, total, key)
 
+    def throttle(self, nbytes, cancelled=None):
+        """Wait until ``nbytes`` more may be transferred under the run's ``bwlimit`` (no wait without one)."""
+        if self.limiter is not None:
+            self.limiter.consume(nbytes, cancelled)
+
+    def start_file(self, key):
+        """A file's transfer begins (its first request): the start of the time in its ``on_file`` record."""
+        with self.lock:
+            self.file_started.setdefault(key, time.monotonic())
+
     def transferred(self, key, nbytes, resumed=False):
         with self.lock:
             self.result["files"] += 1
@@ -134,6 +180,10 @@ class Run:
             self.result["transferred"].append(key)
             if resumed:
                 self.result["resumed"].append(key)
+            began = self.file_started.pop(key, None)
+        if self.on_file is not None:
+            seconds = max(0.0, time.monotonic() - began) if began is not None else 0.0
+            self.on_file({"key": key, "size": nbytes, "seconds": seconds, "resumed": bool(resumed)})
 
     def vanished(self, key):
         with self.lock:
@@ -200,6 +250,12 @@ def raise_run_error(err, run, what):
     if isinstance(err, GpuWorkerError):
         err.details = dict(err.details or {})
         err.details.setdefault("transferred", sorted(run.result["transferred"]))
+        r = run.result
+        planned = sum(1 for item in r["plan"] if item["action"] != "delete")
+        err.details.setdefault("run_summary", {
+            "direction": r["direction"], "files": r["files"], "bytes": r["bytes"], "skipped": r["skipped"],
+            "deleted": r["deleted"], "resumed": list(r["resumed"]), "seconds": round(time.time() - run.started, 3),
+            "failed": max(0, planned - r["files"] - len(r["vanished"]))})
         if done and "(%d file" not in err.message:
             err.message = "%s (%d file(s) completed before the failure)" % (err.message, done)
         raise err

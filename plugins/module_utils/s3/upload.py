@@ -74,12 +74,14 @@ class _Upload:
             return
         self.size = st.st_size
         self.st_before = st
+        self.run.start_file(self.key)
         ctype, meta = self.headers()
         if self.size <= self.opts["multipart_threshold"]:
             body = FileSlice(self.path, 0, self.size)
             crc = 0
             for data in body.chunks():
                 crc = zlib.crc32(data, crc)
+            body.throttle = self._throttle
             etag = self.client.put_object(self.bucket, self.key, body, content_type=ctype, metadata=meta,
                                           checksum_crc32=crc32_b64(crc))
             self.run.progress(self.size, self.key)
@@ -100,6 +102,7 @@ class _Upload:
         crc = 0
         for data in body.chunks():
             crc = zlib.crc32(data, crc)
+        body.throttle = self._throttle
         etag = self.client.upload_part(self.bucket, self.key, self.upload_id, number, body,
                                        checksum_crc32=crc32_b64(crc))
         self.run.progress(length, self.key)
@@ -117,6 +120,9 @@ class _Upload:
             self.completed = True
             self.opts["active"].discard(self)
             self._done(etag)
+
+    def _throttle(self, nbytes):
+        self.run.throttle(nbytes, self.pool.cancelled)
 
     def _done(self, etag):
         st = os.stat(self.path)
@@ -141,16 +147,16 @@ class _ActiveSet:
 
 def upload(client, bucket, prefix, source, include=None, exclude=None, delete=False, dry_run=False,
            workers=DEFAULT_WORKERS, multipart_threshold=DEFAULT_MULTIPART_THRESHOLD, part_size=DEFAULT_PART_SIZE,
-           metadata=None, original_filename=True, progress=None, nice=0):
+           metadata=None, original_filename=True, progress=None, nice=0, bwlimit=0, on_file=None):
     """Mirror the folder ``source`` into ``bucket/prefix`` (see :mod:`.sync`); returns the result dict.
-    ``nice`` as for :func:`.download.download`."""
+    ``nice``, ``bwlimit`` and ``on_file`` as for :func:`.download.download`."""
     workers, part_size, multipart_threshold = check_workers(workers, part_size, multipart_threshold)
     prefix = normalize_prefix(prefix)
     source = os.path.abspath(source)
     if not os.path.isdir(source):
         raise GpuWorkerError("source folder %s does not exist" % source, field="path",
                              hint="create it or pass the right folder")
-    run = Run(client, "upload", bucket, prefix, source, progress, dry_run)
+    run = Run(client, "upload", bucket, prefix, source, progress, dry_run, bwlimit=bwlimit, on_file=on_file)
     run.result["warnings"] = []
     # ComfyUI's placeholders (output/_output_images_will_be_put_here, ...) are not renders: never uploaded nor
     # recorded, and objects named like them (an earlier upload's) are left alone
