@@ -95,9 +95,22 @@ def inventory(work, names, addresses, connection, ssh_dir):
     return path
 
 
-def provision(inventory_path, extra_vars, forks, connection):
+def round_trips(record_path):
+    """Per host: the task results that needed the node (a looped task: one per item run), from task_record's lines."""
+    trips = {}
+    with open(record_path, encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            if r["remote"]:
+                trips[r["host"]] = trips.get(r["host"], 0) + (r["items"] if r["items"] is not None else 1)
+    return trips
+
+
+def provision(inventory_path, extra_vars, forks, connection, record_path):
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORKS=str(forks), ANSIBLE_SSH_ARGS=SSH_ARGS,
-               ANSIBLE_PIPELINING="1" if connection in ("ssh-pipelining", "mitogen") else "0")
+               ANSIBLE_PIPELINING="1" if connection in ("ssh-pipelining", "mitogen") else "0",
+               ANSIBLE_CALLBACK_PLUGINS=os.path.join(ROOT, "benchmarks", "callback_plugins"),
+               ANSIBLE_CALLBACKS_ENABLED="task_record", VISIONSUIT_TASK_RECORD=record_path)
     if connection == "mitogen":
         target, plugin = mitogen_strategy_dir()
         env.update(ANSIBLE_STRATEGY_PLUGINS=plugin, ANSIBLE_STRATEGY="mitogen_linear",
@@ -116,7 +129,8 @@ def provision(inventory_path, extra_vars, forks, connection):
     recap = {m.group(1): [int(x) for x in m.groups()[1:]] for m in RECAP.finditer(out.stdout)}
     tasks = sum(v[0] + v[4] for v in recap.values())  # ok (includes changed) + skipped, all hosts
     changed = sum(v[1] for v in recap.values())
-    return wall, tasks, changed, cpu
+    trips = round_trips(record_path)
+    return wall, tasks, changed, cpu, sum(trips.values())
 
 
 def main():
@@ -125,6 +139,8 @@ def main():
     ap.add_argument("--connections", default="podman,ssh-pipelining",
                     help="comma separated, of: %s (default podman,ssh-pipelining)" % ", ".join(CONNECTIONS))
     ap.add_argument("--json", help="write the results to this file")
+    ap.add_argument("--record", help="keep each run's per-task lines (callback_plugins/task_record.py) in this "
+                    "directory: <connection>-<hosts>-{first,rerun}.jsonl")
     ap.add_argument("--no-warm-up", action="store_true",
                     help="skip the untimed first provision that fills pip's cache (when an earlier run filled it)")
     args = ap.parse_args()
@@ -167,28 +183,33 @@ def main():
                            "visionsuit_minio_access_key": minio.access_key,
                            "visionsuit_minio_secret_key": minio.secret_key}, f)
             inv = inventory(work, names, addresses, "podman" if connection == "warm-up" else connection, ssh_dir)
+            record = os.path.join(args.record or work, "%s-%d" % (connection, count))
             try:
-                first = provision(inv, ev, len(names), "podman" if connection == "warm-up" else connection)
+                first = provision(inv, ev, len(names), "podman" if connection == "warm-up" else connection,
+                                  record + "-first.jsonl")
                 if connection == "warm-up":
                     continue
-                rerun = provision(inv, ev, len(names), connection)
+                rerun = provision(inv, ev, len(names), connection, record + "-rerun.jsonl")
             except RuntimeError as exc:
                 print("%-15s %d host(s): FAILED (%s)" % (connection, count, exc), flush=True)
                 results.append({"connection": connection, "hosts": count, "error": str(exc)})
                 continue
             row = {"connection": connection, "hosts": count}
-            for key, (wall, tasks, changed, cpu) in (("first", first), ("rerun", rerun)):
+            for key, (wall, tasks, changed, cpu, trips) in (("first", first), ("rerun", rerun)):
                 per_host = tasks / float(count)
                 row.update({key + "_s": round(wall, 1), key + "_tasks_per_host": int(round(per_host)),
+                            key + "_round_trips_per_host": int(round(trips / float(count))),
                             key + "_controller_cpu_s": round(cpu, 1),
                             key + "_changed": changed, key + "_s_per_task": round(wall / per_host, 3)})
             results.append(row)
-            print("%-15s %d host(s): first %6.1f s (%d tasks/host, %.2f s/task, %d changed)   "
-                  "re-run %6.1f s (%d tasks/host, %.2f s/task, %d changed); controller CPU %.1f / %.1f s, "
-                  "load %.1f" % (
-                      connection, count, row["first_s"], row["first_tasks_per_host"], row["first_s_per_task"],
-                      row["first_changed"], row["rerun_s"], row["rerun_tasks_per_host"], row["rerun_s_per_task"],
-                      row["rerun_changed"], row["first_controller_cpu_s"], row["rerun_controller_cpu_s"],
+            print("%-15s %d host(s): first %6.1f s (%d tasks/host, %d round trips/host, %.2f s/task, %d changed)   "
+                  "re-run %6.1f s (%d tasks/host, %d round trips/host, %.2f s/task, %d changed); "
+                  "controller CPU %.1f / %.1f s, load %.1f" % (
+                      connection, count, row["first_s"], row["first_tasks_per_host"],
+                      row["first_round_trips_per_host"], row["first_s_per_task"],
+                      row["first_changed"], row["rerun_s"], row["rerun_tasks_per_host"],
+                      row["rerun_round_trips_per_host"], row["rerun_s_per_task"], row["rerun_changed"],
+                      row["first_controller_cpu_s"], row["rerun_controller_cpu_s"],
                       os.getloadavg()[0]), flush=True)
     finally:
         for n in names_all:
@@ -197,21 +218,24 @@ def main():
             minio.stop()
         shutil.rmtree(work, ignore_errors=True)
     print()
-    print("| connection | hosts | first s | re-run s | tasks/host (first, re-run) | s/task (first, re-run) "
-          "| re-run / first | N hosts / 1 host (first, re-run) | controller CPU s (first, re-run) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| connection | hosts | first s | re-run s | tasks/host (first, re-run) "
+          "| node round trips/host (first, re-run) | s/task (first, re-run) | re-run / first "
+          "| N hosts / 1 host (first, re-run) "
+          "| controller CPU s (first, re-run) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in results:
         if "error" in row:
-            print("| %s | %d | failed: %s | | | | | | |" % (row["connection"], row["hosts"], row["error"]))
+            print("| %s | %d | failed: %s | | | | | | | |" % (row["connection"], row["hosts"], row["error"]))
             continue
         one = next((r for r in results if r["connection"] == row["connection"] and r["hosts"] == 1
                     and "error" not in r), None)
         scale = ("%.2f, %.2f" % (row["first_s"] / one["first_s"], row["rerun_s"] / one["rerun_s"])
                  if one and row["hosts"] > 1 else "")
         row["rerun_over_first"] = round(row["rerun_s"] / row["first_s"], 2)
-        print("| %s | %d | %.1f | %.1f | %d, %d | %.2f, %.2f | %.2f | %s | %.1f, %.1f |" % (
+        print("| %s | %d | %.1f | %.1f | %d, %d | %d, %d | %.2f, %.2f | %.2f | %s | %.1f, %.1f |" % (
             row["connection"], row["hosts"], row["first_s"], row["rerun_s"], row["first_tasks_per_host"],
-            row["rerun_tasks_per_host"], row["first_s_per_task"], row["rerun_s_per_task"], row["rerun_over_first"],
+            row["rerun_tasks_per_host"], row["first_round_trips_per_host"], row["rerun_round_trips_per_host"],
+            row["first_s_per_task"], row["rerun_s_per_task"], row["rerun_over_first"],
             scale, row["first_controller_cpu_s"], row["rerun_controller_cpu_s"]))
     if args.json:
         with open(args.json, "w") as f:
