@@ -115,6 +115,8 @@ def provision(inventory_path, extra_vars, forks, connection, record_path):
         target, plugin = mitogen_strategy_dir()
         env.update(ANSIBLE_STRATEGY_PLUGINS=plugin, ANSIBLE_STRATEGY="mitogen_linear",
                    PYTHONPATH=target + os.pathsep + env.get("PYTHONPATH", ""))
+    if os.path.exists(record_path):  # task_record appends: a --record DIR used before would count twice
+        os.unlink(record_path)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
     out = subprocess.run(["ansible-playbook", os.path.join(ROOT, "playbooks", "provision.yml"), "-i", inventory_path,

@@ -118,6 +118,11 @@ from ansible_collections.visionsuit.gpuworker.plugins.module_utils.ansible_commo
 from ansible_collections.visionsuit.gpuworker.plugins.module_utils.errors import GpuWorkerError  # noqa: E402
 
 
+def _b(path):
+    """A path as the bytes os functions take (Ansible's conversion for file names)."""
+    return to_bytes(path, errors="surrogate_or_strict")
+
+
 def current_state(b_path):
     """What is at the path now (a link is a link, whatever it points to)."""
     if os.path.islink(b_path):
@@ -137,7 +142,7 @@ def check_entry(entry, before, force=False):
     if not os.path.isabs(path):
         return "paths: %s must be an absolute path" % path
     if state == "directory" and before not in ("absent", "directory"):
-        if not (before == "link" and os.path.isdir(to_bytes(path, errors="surrogate_or_strict"))):
+        if not (before == "link" and os.path.isdir(_b(path))):
             return "paths: %s exists and is a %s, not a directory" % (path, before)
     if state == "link":
         if not entry.get("src"):
@@ -145,7 +150,7 @@ def check_entry(entry, before, force=False):
         if before not in ("absent", "link") and not (force and before == "file"):
             return "paths: %s exists and is a %s; a link is not put in its place" % (path, before)
         src = entry["src"] if os.path.isabs(entry["src"]) else os.path.join(os.path.dirname(path), entry["src"])
-        if not force and not os.path.exists(to_bytes(src, errors="surrogate_or_strict")):
+        if not force and not os.path.exists(_b(src)):
             return "paths: the source of the link %s does not exist: %s" % (path, entry["src"])
     return None
 
@@ -153,7 +158,7 @@ def check_entry(entry, before, force=False):
 def apply_entry(module, entry, before):
     """Bring one checked entry to its state; returns whether it changed."""
     path, state = entry["path"], entry["state"]
-    b_path = to_bytes(path, errors="surrogate_or_strict")
+    b_path = _b(path)
     if state == "absent":
         if before != "absent" and not module.check_mode:
             if before == "directory":
@@ -169,19 +174,19 @@ def apply_entry(module, entry, before):
             # each missing parent gets the entry's owner, group and mode, as ansible.builtin.file does
             missing = []
             head = path
-            while head and head != "/" and not os.path.lexists(to_bytes(head, errors="surrogate_or_strict")):
+            while head and head != "/" and not os.path.lexists(_b(head)):
                 missing.append(head)
                 head = os.path.dirname(head)
             if module.check_mode:
                 return True
             for directory in reversed(missing):
-                os.mkdir(to_bytes(directory, errors="surrogate_or_strict"))
+                os.mkdir(_b(directory))
                 module.set_fs_attributes_if_different(dict(file_args, path=directory), True, expand=False)
             return True
         return module.set_fs_attributes_if_different(file_args, False, expand=False)
     # link
     src = entry["src"]
-    if before == "link" and os.readlink(b_path) == to_bytes(src, errors="surrogate_or_strict"):
+    if before == "link" and os.readlink(b_path) == _b(src):
         # the link itself (not its target): lchown
         return module.set_owner_if_different(path, entry.get("owner"), False, expand=False) | \
             module.set_group_if_different(path, entry.get("group"), False, expand=False)
@@ -189,7 +194,7 @@ def apply_entry(module, entry, before):
         return True
     if before in ("link", "file"):
         os.unlink(b_path)
-    os.symlink(to_bytes(src, errors="surrogate_or_strict"), b_path)
+    os.symlink(_b(src), b_path)
     module.set_owner_if_different(path, entry.get("owner"), True, expand=False)
     module.set_group_if_different(path, entry.get("group"), True, expand=False)
     return True
@@ -215,7 +220,7 @@ def entries_of(params):
 
 def main_func(module):
     entries = entries_of(module.params)
-    befores = [current_state(to_bytes(e["path"], errors="surrogate_or_strict")) for e in entries]
+    befores = [current_state(_b(e["path"])) for e in entries]
     problems = [p for p in (check_entry(e, b, module.params["force"]) for e, b in zip(entries, befores)) if p]
     if problems:
         raise GpuWorkerError("; ".join(problems), field="paths")
